@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 
 def _flag(name: str) -> bool:
@@ -36,6 +38,26 @@ Install a C compiler and the Python headers, then reinstall, to get it.
 """
 
 
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+class CleanBuildPy(build_py):
+    """build_py that drops extension output left in build/ by an earlier build.
+
+    pip builds in the source tree's build/ directory, so without this a pure-Python build
+    (no compiler, SMTPKIT_NO_EXTENSIONS=1) could ship a stale compiled module, or a stale
+    "build failed" marker could outlive a later successful build.
+    """
+
+    def run(self) -> None:
+        target = os.path.join(self.build_lib, "smtpkit")
+        _remove(glob.glob(os.path.join(target, "_speedups.*")) + [os.path.join(target, FAILED_MARKER)])
+        super().run()
+
+
 class OptionalBuildExt(build_ext):
     """build_ext that falls back to pure Python instead of failing the install."""
 
@@ -54,6 +76,8 @@ class OptionalBuildExt(build_ext):
     def _failed(self, exc: BaseException) -> None:
         if REQUIRE_EXTENSIONS:
             raise exc
+        if not self.inplace:  # never ship a half-built or stale module
+            _remove([self.get_ext_fullpath(ext.name) for ext in self.extensions])
         message = WARNING.format(error=f"{type(exc).__name__}: {exc}")
         sys.stderr.write(message)
         sys.stdout.write(message)
@@ -82,4 +106,4 @@ def extensions() -> list[Extension]:
     return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": CleanBuildPy})

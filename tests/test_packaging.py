@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.machinery
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import c_extensions_disabled
@@ -27,7 +28,7 @@ def test_compiled_kernel_is_the_one_in_use(request: pytest.FixtureRequest) -> No
     assert _speedups.__file__.endswith((".so", ".pyd"))
 
 
-def test_environment_variable_selects_the_pure_twin() -> None:
+def test_environment_variable_selects_the_pure_twin(tmp_path: Path) -> None:
     code = "import smtpkit.speedups as s; print(s.IMPLEMENTATION, s.encode_data.__module__)"
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -35,14 +36,17 @@ def test_environment_variable_selects_the_pure_twin() -> None:
         capture_output=True,
         text=True,
         check=True,
+        cwd=tmp_path,  # import the installed package, not the source tree
     ).stdout.split()
     assert out == ["python", "smtpkit._speedups_py"]
 
 
-def test_import_stays_light() -> None:
+def test_import_stays_light(tmp_path: Path) -> None:
     heavy = ("pandas", "ipywidgets", "jinja2", "matplotlib", "numpy", "dask", "aiosmtpd")
     code = f"import sys, smtpkit; print([m for m in {heavy!r} if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
     assert out.strip() == "[]"
 
 
