@@ -54,7 +54,7 @@ class CleanBuildPy(build_py):
 
     def run(self) -> None:
         target = os.path.join(self.build_lib, "smtpkit")
-        _remove(glob.glob(os.path.join(target, "_speedups.*")) + [os.path.join(target, FAILED_MARKER)])
+        _remove([*glob.glob(os.path.join(target, "_speedups.*")), os.path.join(target, FAILED_MARKER)])
         super().run()
 
 

@@ -5,7 +5,7 @@ Run from the repository root (with smtpkit installed, e.g. ``pip install -e .``)
     python bench/hotpath.py                   # print the table; always exits 0
     python bench/hotpath.py --check           # exit 1 if a target is missed
     python bench/hotpath.py --json out.json   # also write every sample as JSON
-    python bench/hotpath.py --rounds 11       # more rounds, tighter medians
+    python bench/hotpath.py --rounds 25       # more rounds, tighter medians
 
 What it measures, in one run:
 
@@ -26,7 +26,8 @@ What it measures, in one run:
 Methodology, for a noisy shared machine: every contender of a workload is run once per
 round, interleaved (A B C D, A B C D, ...); each run is a batch of calls sized to take
 about ``--sample-ms`` milliseconds, with the garbage collector off. The table shows the
-median rate over the rounds and the spread (min-max) as a percentage of the median.
+median rate over the rounds and its spread: half the min-max range, as a percentage of
+the median.
 Ratios are the median of the per-round ratios (each paired within the same round), so
 a slow patch of the machine hits both sides of a ratio alike. The outputs of all the
 encoders are checked to be identical before anything is timed.
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import io
 import json
 import platform
@@ -54,11 +56,6 @@ from typing import Any
 
 import smtpkit._speedups_py as pure_twin
 from smtpkit.speedups import IMPLEMENTATION
-
-try:
-    import smtpkit._speedups as cython_twin  # type: ignore[import-not-found]
-except ImportError:  # not built: the Cython rows are skipped and its targets missed
-    cython_twin = None
 
 MB = 1_000_000
 BODY_SIZES = (1 * MB, 10 * MB)
@@ -90,6 +87,7 @@ class Case:
     work_per_op: float  # units of work (MB or replies) done by one operation
     timers: dict[str, Timer]
     rates: dict[str, list[float]] = field(default_factory=dict)
+    batch: dict[str, int] = field(default_factory=dict)  # operations per timed batch
 
 
 @dataclass
@@ -107,13 +105,21 @@ class Target:
 # --------------------------------------------------------------------------------------
 
 
+def load_cython_twin() -> ModuleType | None:
+    """The compiled twin, or None when it was not built (its rows are then skipped)."""
+    try:
+        return importlib.import_module("smtpkit._speedups")
+    except ImportError:
+        return None
+
+
 def make_body(size: int, seed: int = 5321) -> bytes:
     """About ``size`` bytes of whole lines: half dot-led, with CRLF/LF/CR endings mixed."""
     rng = random.Random(seed)
     printable = bytes(0x20 + i % 95 for i in range(256))  # byte -> printable ASCII
     raw = rng.randbytes(size).translate(printable)
     endings = (b"\r\n", b"\n", b"\r")
-    parts: list[bytes] = []
+    parts: list[bytes | bytearray] = []
     total = pos = i = 0
     while total < size:
         length = rng.randint(70, 78)
@@ -228,7 +234,7 @@ def calibrate(timer: Timer, sample_s: float) -> int:
 
 def run_case(case: Case, rounds: int, sample_s: float) -> None:
     """Fill ``case.rates``: one batch per contender per round, contenders interleaved."""
-    batch = {name: calibrate(timer, sample_s) for name, timer in case.timers.items()}
+    case.batch = batch = {name: calibrate(timer, sample_s) for name, timer in case.timers.items()}
     case.rates = {name: [] for name in case.timers}
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -286,9 +292,9 @@ def print_table(cases: list[Case], ratio_rows: list[tuple[str, str, str]]) -> No
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
     parser.add_argument(
-        "--sample-ms", type=float, default=40.0, help="target length of one batch (default 40)"
+        "--sample-ms", type=float, default=50.0, help="target length of one batch (default 50)"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -297,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rounds and --sample-ms must be positive")
     sample_s = args.sample_ms / 1000
 
+    cython_twin = load_cython_twin()
     twins: dict[str, ModuleType] = {}
     if cython_twin is not None:
         twins["cython"] = cython_twin
@@ -344,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             value, ratios = paired_ratio(case, target.numerator, target.denominator)
         ok = value is not None and value >= target.minimum
         missed += not ok
-        shown = "n/a" if value is None else (f"{value:.1f}x" if value >= 2 else f"{value:.0%}")
+        shown = "n/a" if value is None else (f"{value:.1f}x" if value >= 2 else f"{value:.1%}")
         wanted = f"{target.minimum:g}x" if target.minimum >= 2 else f"{target.minimum:.0%}"
         ratio_rows.append((label, shown, f"{'>= ' + wanted:>9}  {'PASS' if ok else 'MISS'}"))
         results.append(
@@ -374,7 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "name": case.name,
                     "unit": case.unit,
                     "contenders": {
-                        name: {"median": statistics.median(rates), "per_round": rates}
+                        name: {
+                            "median": statistics.median(rates),
+                            "batch": case.batch[name],
+                            "per_round": rates,
+                        }
                         for name, rates in case.rates.items()
                     },
                 }
