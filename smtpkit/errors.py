@@ -12,6 +12,7 @@ both raise the same class with the same message for the same input.
 from __future__ import annotations
 
 import smtplib
+import ssl
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,6 +70,28 @@ class SMTPProtocolError(SMTPServerDisconnected):
         self.replies: list[Reply] = list(replies) if replies else []
 
 
+class SMTPTimeoutError(SMTPServerDisconnected, TimeoutError):
+    """A command/reply exchange did not complete within its deadline; the connection is closed."""
+
+
+class SMTPTLSError(SMTPServerDisconnected, ssl.SSLError):
+    """The TLS handshake failed (also an :class:`ssl.SSLError`); nothing else was sent."""
+
+
+class SMTPCertificateError(SMTPTLSError, ssl.SSLCertVerificationError):
+    """The server's certificate did not verify (self-signed, unknown CA, wrong name, expired)."""
+
+
+class SMTPUnknownOutcome(SMTPServerDisconnected):
+    """The whole message was sent but its final reply never came (dropped or timed out).
+
+    The server may or may not have accepted it: do not resend blindly (RFC 1047). The
+    ``result`` attribute holds what is known (sender and recipient replies).
+    """
+
+    result: object = None
+
+
 class SMTPResponseException(SMTPException, smtplib.SMTPResponseException):
     """The server answered with an error code; ``smtp_code`` and ``smtp_error`` hold it."""
 
@@ -106,6 +129,14 @@ class SMTPAuthenticationError(SMTPResponseException, smtplib.SMTPAuthenticationE
     """Authentication failed."""
 
 
+class SMTPInsecureAuthError(SMTPException):
+    """Credentials would travel in clear text; refused before anything was sent."""
+
+
+class SMTPMessageTooLarge(SMTPSenderRefused):
+    """The message is larger than the SIZE the server advertised; nothing was sent."""
+
+
 class MessageDataError(SMTPKitError, ValueError):
     """The message data cannot be sent as it is (a NUL byte, or a line over the limit).
 
@@ -120,6 +151,10 @@ class MessageDataError(SMTPKitError, ValueError):
 
 class CommandInjectionError(SMTPKitError, ValueError):
     """A command argument holds a character that could end or split the command."""
+
+
+class InvalidAddressError(SMTPKitError, ValueError):
+    """Not exactly one well-formed mailbox address (parse defects, two addresses, ...)."""
 
 
 # --- builders shared by the two kernel twins (same class, same text) -------------------

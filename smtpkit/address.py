@@ -1,0 +1,110 @@
+"""Envelope addresses: exactly one well-formed mailbox, or an error.
+
+``MAIL FROM`` and ``RCPT TO`` take an address from user data (a CSV cell, a form field).
+smtplib runs it through ``email.utils.parseaddr``, which quietly picks *one* address out
+of ``"a@x, b@y"`` or ``"alice@example.org)<bob@example.com>"``: the envelope then goes
+somewhere nobody intended. Here a value must hold exactly one mailbox with no parse
+defect and no control character, or it is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from email.errors import NonASCIILocalPartDefect
+from email.headerregistry import HeaderRegistry
+from functools import lru_cache
+from typing import Any
+
+from .errors import CommandInjectionError, InvalidAddressError
+
+__all__ = ["check_no_controls", "envelope_address", "header_addresses", "needs_smtputf8"]
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_SIMPLE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_registry = HeaderRegistry()
+
+
+def check_no_controls(value: str, what: str) -> str:
+    """Refuse CR, LF, NUL, any other C0 control or DEL (before any byte is written)."""
+    m = _CONTROL.search(value)
+    if m:
+        raise CommandInjectionError(
+            f"{what} contains a control character (U+{ord(m.group()):04X} at index {m.start()}); "
+            "refusing to send it"
+        )
+    return value
+
+
+@lru_cache(maxsize=8192)
+def envelope_address(value: str) -> str:
+    """The addr-spec for ``MAIL FROM:<...>`` / ``RCPT TO:<...>``.
+
+    Accepts ``user@example.org``, ``<user@example.org>``, ``Name <user@example.org>``,
+    ``"Doe, Jane" <jane@example.org>`` and ``""``/``"<>"`` (the null reverse-path).
+    Refuses control characters, several addresses, groups and anything the email
+    parser flags as defective.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"address must be a str, not {type(value).__name__}")
+    check_no_controls(value, "address")
+    text = value.strip()
+    if text in ("", "<>"):
+        return ""
+    if text.lower() in ("postmaster", "<postmaster>"):
+        return "Postmaster"  # RFC 5321 4.5.1: the one address without a domain
+    if _SIMPLE.fullmatch(text):
+        return text
+    if text[0] == "<" and text[-1] == ">" and _SIMPLE.fullmatch(text[1:-1]):
+        return text[1:-1]
+    try:
+        header: Any = _registry("To", text)
+    except Exception as exc:  # the parser raises on some inputs rather than noting a defect
+        raise InvalidAddressError(f"not a valid address: {text!r} ({exc})") from None
+    addresses = header.addresses
+    # a non-ASCII local part is fine in SMTPUTF8 mail (RFC 6531); every other defect is not
+    defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
+    if defects or len(addresses) != 1 or len(header.groups) != 1 or header.groups[0].display_name:
+        why = "; ".join(str(d) for d in defects) or f"{len(addresses)} addresses"
+        raise InvalidAddressError(f"not exactly one valid address: {text!r} ({why})")
+    spec: str = addresses[0].addr_spec
+    if "@" not in spec or spec.startswith("@") or spec.endswith("@") or "<" in spec or ">" in spec:
+        raise InvalidAddressError(f"not a valid address: {text!r}")
+    return spec
+
+
+def needs_smtputf8(address: str) -> bool:
+    """True when the address has non-ASCII characters (RFC 6531)."""
+    return not address.isascii()
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def header_addresses(values: Iterable[object], what: str = "header") -> list[str]:
+    """Every mailbox in address header values (To, Cc, From...), parsed strictly.
+
+    Legitimate folding (a line break followed by a space or tab) is unfolded; any other
+    CR or LF is an injection attempt and is refused, as is any parse defect. Groups are
+    allowed (``undisclosed-recipients:;`` contributes no address).
+    """
+    found: list[str] = []
+    for value in values:
+        text = _FOLD.sub("", str(value))
+        check_no_controls(text.replace("\t", " "), f"{what} header")
+        if not text.strip():
+            continue
+        try:
+            header: Any = _registry("To", text)
+        except Exception as exc:
+            raise InvalidAddressError(f"cannot parse the {what} header {text!r} ({exc})") from None
+        defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
+        if defects:
+            why = "; ".join(str(d) for d in defects)
+            raise InvalidAddressError(f"invalid address in the {what} header {text!r} ({why})")
+        for address in header.addresses:
+            spec = address.addr_spec
+            if spec and spec != "<>":
+                found.append(envelope_address(spec))
+    return found

@@ -1,0 +1,1001 @@
+"""``SMTP``, ``SMTP_SSL`` and ``LMTP``: smtplib's API over blocking sockets, done safely.
+
+Drop-in: the constructors, methods, attributes, return values and exceptions of
+:mod:`smtplib` (3.11-3.13), so ``import smtpkit as smtplib`` works. Differences are all
+on the side of safety or speed, and each has an explicit opt-out:
+
+* certificates and host names are verified by ``starttls()`` and ``SMTP_SSL``
+  (``validate_certs=False`` or your own ``context`` to opt out);
+* ``login()`` refuses to send credentials in clear text to a non-loopback peer
+  (``allow_insecure_auth=True`` to opt out);
+* ``timeout`` bounds each whole command/reply exchange, not each socket read; the
+  end-of-data reply waits ``final_timeout`` (RFC 5321's 10 minutes by default),
+  because giving up early there risks a duplicate delivery;
+* control characters in any command argument raise ``ValueError`` before a byte is
+  written; envelope addresses must be exactly one valid mailbox;
+* a hostile, garbled or unsolicited reply closes the connection with a typed error;
+  no later command is ever paired with the wrong reply;
+* ``sendmail`` pipelines (PIPELINING), uses BDAT (CHUNKING), checks SIZE, adds
+  SMTPUTF8/8BITMIME when the message needs them, streams files, and returns a
+  :class:`~smtpkit.protocol.SendResult` (smtplib's refused dict plus every outcome);
+* debug output goes through :mod:`logging` (``smtpkit.client``) and ``set_debuglevel``,
+  with every AUTH secret redacted.
+
+This module only moves bytes; the protocol itself is in :mod:`smtpkit.protocol`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import email.generator
+import email.message
+import io
+import ipaddress
+import logging
+import select
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any
+
+from . import auth as sasl
+from .address import check_no_controls, envelope_address, header_addresses
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPCertificateError,
+    SMTPConnectError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPInsecureAuthError,
+    SMTPNotSupportedError,
+    SMTPProtocolError,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+    SMTPTLSError,
+    SMTPUnknownOutcome,
+)
+from .esmtp import OLDSTYLE_AUTH, Capabilities, parse_ehlo
+from .protocol import (
+    COMMAND,
+    CRLF,
+    FINAL,
+    GREETING,
+    RFC_TIMEOUTS,
+    Body,
+    Exchange,
+    SendResult,
+    Session,
+    _Close,
+    auth_operation,
+    command_line,
+    transaction,
+)
+from .reply import Reply
+
+__all__ = [
+    "LMTP",
+    "LMTP_PORT",
+    "OLDSTYLE_AUTH",
+    "SMTP",
+    "SMTP_PORT",
+    "SMTP_SSL",
+    "SMTP_SSL_PORT",
+    "bCRLF",
+    "quoteaddr",
+    "quotedata",
+]
+
+log = logging.getLogger("smtpkit.client")
+
+SMTP_PORT = 25
+SMTP_SSL_PORT = 465
+LMTP_PORT = 2003
+bCRLF = CRLF
+_MAXLINE = 8192
+_MAXCHALLENGE = 5
+_DEFAULT = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+_RECV = 65536
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+def quoteaddr(addrstring: str) -> str:
+    """smtplib's ``quoteaddr``: the address in angle brackets (checked strictly here)."""
+    return f"<{envelope_address(addrstring)}>"
+
+
+def quotedata(data: str) -> str:
+    """smtplib's ``quotedata``: CRLF line endings and doubled leading dots, for ``str``."""
+    import re
+
+    return re.sub(r"(?m)^\.", "..", re.sub(r"(?:\r\n|\n|\r(?!\n))", "\r\n", data))
+
+
+def _is_loopback(sock: socket.socket) -> bool:
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return True
+    try:
+        host = sock.getpeername()[0]
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+class SMTP:
+    """An SMTP client session, API-compatible with :class:`smtplib.SMTP`.
+
+    Extra keyword-only arguments: ``context`` (an :class:`ssl.SSLContext` for
+    ``starttls``), ``server_hostname`` (the name to verify, when ``host`` is an IP or an
+    alias), ``validate_certs`` (``False`` disables certificate checks: only for test
+    servers),
+    ``allow_insecure_auth`` (allow ``login()`` without TLS), ``final_timeout`` (seconds
+    to wait for the end-of-data reply) and ``chunking`` (``False`` never uses BDAT).
+    """
+
+    debuglevel = 0
+    sock: socket.socket | None = None
+    file: Any = None
+    helo_resp: bytes | None = None
+    ehlo_msg = "ehlo"
+    ehlo_resp: bytes | None = None
+    does_esmtp = False
+    default_port = SMTP_PORT
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        local_hostname: str | None = None,
+        timeout: float | None = _DEFAULT,
+        source_address: tuple[str, int] | None = None,
+        *,
+        context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        validate_certs: bool = True,
+        allow_insecure_auth: bool = False,
+        final_timeout: float | None = RFC_TIMEOUTS[FINAL],
+        chunking: bool = True,
+    ) -> None:
+        self._host = host
+        self.timeout = timeout
+        self.esmtp_features: dict[str, str] = {}
+        self.command_encoding = "ascii"
+        self.source_address = source_address
+        self._auth_challenge_count = 0
+        self.context = context
+        self.server_hostname = server_hostname
+        self.validate_certs = validate_certs
+        self.allow_insecure_auth = allow_insecure_auth
+        self.final_timeout = final_timeout
+        self.chunking = chunking
+        self.user: str | None = None
+        self.password: sasl.Secret | None = None
+        self.last_result: SendResult | None = None
+        self._session = Session()
+        self._port = 0
+        if host:
+            (code, msg) = self.connect(host, port)
+            if code != 220:
+                self.close()
+                raise SMTPConnectError(code, msg)
+        if local_hostname is not None:
+            self.local_hostname = local_hostname
+        else:
+            fqdn = socket.getfqdn()
+            if "." in fqdn:
+                self.local_hostname = fqdn
+            else:
+                addr = "127.0.0.1"
+                try:
+                    if self.sock is not None:
+                        addr = socket.gethostbyname(socket.gethostname())
+                except socket.gaierror:
+                    pass
+                self.local_hostname = f"[{addr}]"
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = "connected" if self.sock is not None else "not connected"
+        where = f"{self._host}:{self._port}" if self._port else (self._host or "-")
+        tls = " TLS" if isinstance(self.sock, ssl.SSLSocket) else ""
+        user = f" user={self.user!r}" if self.user else ""
+        return f"<{type(self).__name__} {where} {state}{tls}{user}>"
+
+    def __enter__(self) -> SMTP:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        try:
+            code, message = self.docmd("QUIT")
+            if code != 221:
+                raise SMTPResponseException(code, message)
+        except SMTPServerDisconnected:
+            pass
+        finally:
+            self.close()
+
+    def set_debuglevel(self, debuglevel: int) -> None:
+        """1: print commands and replies to stderr; 2: with timestamps (smtplib's levels)."""
+        self.debuglevel = debuglevel
+
+    def _print_debug(self, *args: object) -> None:
+        if self.debuglevel > 1:
+            print(datetime.datetime.now().time(), *args, file=sys.stderr)
+        else:
+            print(*args, file=sys.stderr)
+
+    def _trace(self, direction: str, text: str) -> None:
+        if self.debuglevel > 0:
+            self._print_debug(direction, text)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s", direction, text)
+
+    def _timeout_for(self, phase: str) -> float | None:
+        timeout = self.timeout
+        if phase == FINAL and self.final_timeout is not None:
+            return (
+                self.final_timeout
+                if timeout is None or timeout is _DEFAULT
+                else max(timeout, self.final_timeout)
+            )
+        if timeout is _DEFAULT:
+            timeout = socket.getdefaulttimeout()
+            if timeout is None:
+                return RFC_TIMEOUTS.get(phase, RFC_TIMEOUTS[COMMAND])
+        return timeout  # type: ignore[return-value]
+
+    def _get_socket(self, host: str, port: int, timeout: float | None) -> socket.socket:
+        if timeout is not None and not timeout:
+            raise ValueError("Non-blocking socket (timeout=0) is not supported")
+        if self.debuglevel > 0:
+            self._print_debug("connect: to", (host, port), self.source_address)
+        sock = socket.create_connection((host, port), timeout, self.source_address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _closed(self, error: SMTPServerDisconnected) -> SMTPServerDisconnected:
+        self.close()
+        return error
+
+    def _write(self, data: bytes, phase: str) -> None:
+        sock = self.sock
+        if sock is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        try:
+            sock.settimeout(self._timeout_for(phase))
+            sock.sendall(data)
+        except TimeoutError as exc:
+            raise self._closed(SMTPTimeoutError(f"timed out sending to the server: {exc}")) from exc
+        except OSError as exc:
+            raise self._closed(SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}")) from exc
+
+    def _check_idle(self) -> None:
+        """Before a new command: anything the server sent unasked is an error (A9)."""
+        sock = self.sock
+        assert sock is not None
+        session = self._session
+        try:
+            session.check_clean("while idle")
+            ready = (isinstance(sock, ssl.SSLSocket) and sock.pending()) or select.select([sock], [], [], 0)[
+                0
+            ]
+            if ready:
+                sock.settimeout(1.0)
+                data = sock.recv(_RECV)
+                if not data:
+                    raise SMTPServerDisconnected("Connection closed by the server")
+                session.receive(data)
+                session.check_clean("while idle")
+        except (SMTPServerDisconnected, OSError) as exc:
+            self.close()
+            if isinstance(exc, SMTPServerDisconnected):
+                raise
+            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+
+    def _read(self, count: int, phase: str) -> list[Reply]:
+        """``count`` replies, within the phase's deadline for the whole lot."""
+        session = self._session
+        got = session.take(count)
+        if len(got) == count:
+            return got
+        sock = self.sock
+        if sock is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        timeout = self._timeout_for(phase)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        final = phase == FINAL
+        try:
+            while len(got) < count:
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("timed out")
+                    sock.settimeout(remaining)
+                else:
+                    sock.settimeout(None)
+                if _QUICKACK is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                data = sock.recv(_RECV)
+                if not data:
+                    self.close()
+                    if got and got[-1].code == 421:
+                        return got  # the server said goodbye; the caller sees the 421
+                    raise (
+                        SMTPUnknownOutcome("Connection closed before the final reply")
+                        if final
+                        else (SMTPServerDisconnected("Connection unexpectedly closed"))
+                    )
+                if self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG):
+                    self._trace("reply:", repr(data))
+                session.receive(data)
+                got.extend(session.take(count - len(got)))
+        except SMTPProtocolError as exc:
+            self.close()
+            if final:
+                raise SMTPUnknownOutcome(f"the final reply was unreadable: {exc}") from exc
+            raise
+        except SMTPServerDisconnected:
+            self.close()
+            raise
+        except TimeoutError as exc:
+            self.close()
+            if final:
+                raise SMTPUnknownOutcome(
+                    "timed out waiting for the final reply; the message may have been delivered"
+                ) from exc
+            raise SMTPTimeoutError(f"timed out waiting for the server's reply ({timeout} s)") from exc
+        except OSError as exc:
+            self.close()
+            if final:
+                raise SMTPUnknownOutcome(f"connection lost waiting for the final reply: {exc}") from exc
+            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+        return got
+
+    def _exchange(self, ex: Exchange) -> list[Reply]:
+        if self.sock is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        if self._session.outstanding == 0:
+            self._check_idle()
+        if ex.data:
+            self._trace("send:", ex.log if ex.log is not None else repr(ex.data))
+            self._write(ex.data, COMMAND)
+        if ex.stream is not None:
+            sent = 0
+            try:
+                for chunk in ex.stream:
+                    self._write(chunk, phase="data_block")
+                    sent += len(chunk)
+            except SMTPServerDisconnected:
+                raise
+            except Exception:
+                self.close()  # part of the message is on the wire: the only safe end is a drop
+                raise
+            self._trace("send:", f"<{sent} bytes of message data>")
+        self._session.expect(ex.replies)
+        return self._read(ex.replies, ex.phase)
+
+    def _run(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
+        """Drive a protocol operation: do its exchanges, feed back replies or errors."""
+        value: list[Reply] | None = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = operation.throw(error) if error is not None else operation.send(value)  # type: ignore[arg-type]
+            except StopIteration as stop:
+                return stop.value
+            error = None
+            value = None
+            if isinstance(op, _Close):
+                self.close()
+                continue
+            try:
+                value = self._exchange(op)
+            except Exception as exc:
+                error = exc
+
+    def _command(self, line: bytes, phase: str = COMMAND, log_text: str | None = None) -> Reply:
+        return self._run(_single(Exchange(line, 1, phase, log=log_text)))  # type: ignore[no-any-return]
+
+    # -- smtplib's public API ---------------------------------------------------------
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None
+    ) -> Reply:
+        """Connect to ``host:port`` and read the greeting; returns ``(code, msg)``."""
+        if source_address:
+            self.source_address = source_address
+        if not port and host.find(":") == host.rfind(":"):
+            i = host.rfind(":")
+            if i >= 0:
+                host, portstr = host[:i], host[i + 1 :]
+                try:
+                    port = int(portstr)
+                except ValueError:
+                    raise OSError("nonnumeric port") from None
+        if not port:
+            port = self.default_port
+        sys.audit("smtplib.connect", self, host, port)
+        if self.sock is not None:
+            self.close()
+        self._host = host
+        self._port = port
+        self._session = Session()
+        try:
+            self.sock = self._get_socket(host, port, self._timeout_for(GREETING))
+        except ssl.SSLCertVerificationError as exc:
+            raise SMTPCertificateError(
+                exc.errno, f"certificate verification failed for {host}: {exc.reason}"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise SMTPTLSError(exc.errno, f"TLS handshake with {host}:{port} failed: {exc}") from exc
+        except TimeoutError as exc:
+            raise SMTPTimeoutError(f"timed out connecting to {host}:{port}") from exc
+        self.file = None
+        self._session.expect(1)
+        reply = self._read(1, GREETING)[0]
+        if self.debuglevel > 0:
+            self._print_debug("connect:", repr(reply.message))
+        return reply
+
+    def send(self, s: str | bytes) -> None:
+        """Send raw data (smtplib's ``send``); prefer the command methods."""
+        if self.sock is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        if isinstance(s, str):
+            s = s.encode(self.command_encoding)
+        sys.audit("smtplib.send", self, s)
+        self._trace("send:", repr(s))
+        self._write(s, COMMAND)
+
+    def putcmd(self, cmd: str, args: str = "") -> None:
+        """Send one command line; control characters raise ``ValueError`` first."""
+        line = command_line(cmd, args, utf8=self.command_encoding != "ascii")
+        if self.sock is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        if self._session.outstanding == 0:
+            self._check_idle()
+        text = f"{cmd} {args}" if args else cmd
+        self._trace("send:", f"{cmd.upper()} [redacted]" if cmd.upper() == "AUTH" else repr(text + "\r\n"))
+        self._write(line, COMMAND)
+        self._session.expect(1)
+
+    def getreply(self) -> Reply:
+        """Read one reply: ``(code, message)``."""
+        if self._session.outstanding == 0:
+            self._session.expect(1)
+        return self._read(1, COMMAND)[0]
+
+    def docmd(self, cmd: str, args: str = "") -> Reply:
+        """Send a command and return its reply."""
+        self.putcmd(cmd, args)
+        return self.getreply()
+
+    def helo(self, name: str = "") -> Reply:
+        """HELO; sets ``helo_resp``."""
+        reply = self._command(
+            command_line("helo", check_no_controls(name or self.local_hostname, "HELO name"))
+        )
+        self.helo_resp = reply.message
+        return reply
+
+    def ehlo(self, name: str = "") -> Reply:
+        """EHLO (LHLO for LMTP); sets ``ehlo_resp``, ``does_esmtp`` and ``esmtp_features``."""
+        self.esmtp_features = {}
+        hostname = check_no_controls(name or self.local_hostname, "EHLO name")
+        reply = self._command(command_line(self.ehlo_msg, hostname)).without_enhanced()
+        self.ehlo_resp = reply.message
+        if reply.code != 250:
+            return reply
+        self.does_esmtp = True
+        self.esmtp_features = parse_ehlo(reply.message)
+        return reply
+
+    def has_extn(self, opt: str) -> bool:
+        """Does the server advertise this extension?"""
+        return opt.lower() in self.esmtp_features
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A typed view of ``esmtp_features`` (SIZE, PIPELINING, AUTH mechanisms, ...)."""
+        return Capabilities(self.esmtp_features)
+
+    def help(self, args: str = "") -> bytes:
+        """HELP; returns the text."""
+        return self.docmd("help", args)[1]  # type: ignore[no-any-return]
+
+    def rset(self) -> Reply:
+        """RSET."""
+        self.command_encoding = "ascii"
+        return self.docmd("rset")
+
+    def _rset(self) -> None:
+        try:
+            self.rset()
+        except SMTPServerDisconnected:
+            pass
+
+    def noop(self) -> Reply:
+        """NOOP."""
+        return self.docmd("noop")
+
+    def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
+        """MAIL FROM; ``options`` are ESMTP parameters (``SMTPUTF8`` switches to UTF-8)."""
+        opts = list(_option_list(options))
+        if any(o.lower() == "smtputf8" for o in opts):
+            if self.has_extn("smtputf8"):
+                self.command_encoding = "utf-8"
+            else:
+                raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
+        line = command_line(
+            "mail",
+            f"FROM:{quoteaddr(sender)}" + "".join(" " + o for o in opts),
+            utf8=self.command_encoding != "ascii",
+        )
+        return self._command(line)
+
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> Reply:
+        """RCPT TO."""
+        opts = _option_list(options)
+        line = command_line(
+            "rcpt",
+            f"TO:{quoteaddr(recip)}" + "".join(" " + o for o in opts),
+            utf8=self.command_encoding != "ascii",
+        )
+        return self._command(line)
+
+    def data(self, msg: str | bytes) -> Reply:
+        """DATA, then the message (dot-stuffed, CRLF, terminated); returns the final reply."""
+        body = Body(msg)
+        body.encode()
+        reply = self._command(b"DATA\r\n", "data_init")
+        if reply.code != 354:
+            from .errors import SMTPDataError
+
+            raise SMTPDataError(reply.code, reply.message)
+        return self._run(_single(Exchange(b"", 1, FINAL, stream=body.data_stream(False))))  # type: ignore[no-any-return]
+
+    def verify(self, address: str) -> Reply:
+        """VRFY."""
+        return self._command(command_line("vrfy", check_no_controls(_addr_only(address), "VRFY argument")))
+
+    vrfy = verify
+
+    def expn(self, address: str) -> Reply:
+        """EXPN."""
+        return self._command(command_line("expn", check_no_controls(_addr_only(address), "EXPN argument")))
+
+    def ehlo_or_helo_if_needed(self) -> None:
+        """EHLO (or HELO when EHLO is refused) unless already done on this connection."""
+        if self.helo_resp is None and self.ehlo_resp is None:
+            if not (200 <= self.ehlo()[0] <= 299):
+                (code, resp) = self.helo()
+                if not (200 <= code <= 299):
+                    raise SMTPHeloError(code, resp)
+
+    # -- AUTH ---------------------------------------------------------------------------
+
+    def _check_auth_transport(self) -> None:
+        sock = self.sock
+        if sock is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        if isinstance(sock, ssl.SSLSocket) or self.allow_insecure_auth or _is_loopback(sock):
+            return
+        raise SMTPInsecureAuthError(
+            f"refusing to send credentials over an unencrypted connection to {self._host}:{self._port}; "
+            "call starttls() first or use SMTP_SSL (pass allow_insecure_auth=True to override)"
+        )
+
+    def auth(
+        self,
+        mechanism: str,
+        authobject: Callable[..., str | bytes | None],
+        *,
+        initial_response_ok: bool = True,
+    ) -> Reply:
+        """AUTH with a mechanism and smtplib-style ``authobject(challenge=None) -> str``."""
+        self._check_auth_transport()
+
+        def respond(challenge: bytes | None) -> bytes | None:
+            answer = authobject() if challenge is None else authobject(challenge)
+            if answer is None:
+                return None
+            return answer.encode("utf-8") if isinstance(answer, str) else answer
+
+        def count(rounds: int) -> None:
+            self._auth_challenge_count = rounds
+
+        return self._run(  # type: ignore[no-any-return]
+            auth_operation(
+                mechanism,
+                respond,
+                initial_response_ok=initial_response_ok,
+                max_rounds=_MAXCHALLENGE,
+                on_round=count,
+            )
+        )
+
+    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
+        """smtplib's CRAM-MD5 authobject (uses ``self.user``/``self.password``)."""
+        if challenge is None:
+            return None
+        assert self.user is not None and self.password is not None
+        return sasl.cram_md5(self.user, self.password)(challenge).decode()
+
+    def auth_plain(self, challenge: bytes | None = None) -> str:
+        """smtplib's PLAIN authobject."""
+        return f"\0{self.user}\0{self.password}"
+
+    def auth_login(self, challenge: bytes | None = None) -> str:
+        """smtplib's LOGIN authobject."""
+        assert self.user is not None and self.password is not None
+        if challenge is None or self._auth_challenge_count < 2:
+            return self.user
+        return str(self.password)
+
+    def login(self, user: str, password: str, *, initial_response_ok: bool = True) -> Reply:
+        """Log in with the best password mechanism both sides support (smtplib's order)."""
+        self.ehlo_or_helo_if_needed()
+        if not self.has_extn("auth"):
+            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        self._check_auth_transport()
+        self.user = sasl.check_credential(user, "user name")
+        self.password = sasl.Secret(sasl.check_credential(password, "password"))
+        advertised = self.capabilities.auth
+        authlist = [m for m in sasl.PREFERRED if m in advertised]
+        if not authlist:
+            raise SMTPException("No suitable authentication method found.")
+        last_exception: SMTPAuthenticationError | None = None
+        for mechanism in authlist:
+            method = getattr(self, "auth_" + mechanism.lower().replace("-", "_"))
+            try:
+                return self.auth(mechanism, method, initial_response_ok=initial_response_ok)
+            except SMTPAuthenticationError as exc:
+                last_exception = exc
+        assert last_exception is not None
+        raise last_exception
+
+    def login_oauth2(
+        self,
+        user: str,
+        token: str | Callable[[], str],
+        *,
+        mechanism: str | None = None,
+    ) -> Reply:
+        """Log in with an OAuth 2 access token (or a callable returning a fresh one).
+
+        Uses OAUTHBEARER (RFC 7628) or XOAUTH2, whichever the server offers (XOAUTH2
+        first, as Gmail and Microsoft 365 expect), unless ``mechanism`` is given.
+        """
+        self.ehlo_or_helo_if_needed()
+        if not self.has_extn("auth"):
+            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        self._check_auth_transport()
+        user = sasl.check_credential(user, "user name")
+        advertised = self.capabilities.auth
+        choice = (
+            mechanism.upper()
+            if mechanism
+            else next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in advertised), None)
+        )
+        if choice is None or choice not in advertised:
+            raise SMTPNotSupportedError(
+                f"the server offers no OAuth 2 mechanism (it offers {sorted(advertised)})"
+            )
+        if choice == "XOAUTH2":
+            respond = sasl.xoauth2(user, token)
+        elif choice == "OAUTHBEARER":
+            respond = sasl.oauthbearer(user, token, self.server_hostname or self._host, self._port)
+        else:
+            raise ValueError(f"not an OAuth 2 mechanism: {choice}")
+        self.user = user
+        return self._run(auth_operation(choice, respond, max_rounds=_MAXCHALLENGE))  # type: ignore[no-any-return]
+
+    # -- TLS ----------------------------------------------------------------------------
+
+    def _tls_context(self, keyfile: str | None = None, certfile: str | None = None) -> ssl.SSLContext:
+        if self.context is not None:
+            context = self.context
+        elif self.validate_certs:
+            context = ssl.create_default_context()
+        else:
+            log.warning("TLS certificate verification is disabled for %s (validate_certs=False)", self._host)
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if keyfile is not None or certfile is not None:
+            if self.context is not None:
+                raise ValueError("context and keyfile/certfile are mutually exclusive")
+            if certfile is None:
+                raise ValueError("keyfile needs a certfile")
+            context.load_cert_chain(certfile, keyfile)
+        return context
+
+    def _handshake(self, sock: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket:
+        name = self.server_hostname or self._host or None
+        try:
+            sock.settimeout(self._timeout_for(COMMAND))
+            return context.wrap_socket(sock, server_hostname=name)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise SMTPCertificateError(
+                exc.errno, f"certificate verification failed for {name}: {exc.reason}"
+            ) from exc
+        except ssl.SSLError as exc:
+            sock.close()
+            raise SMTPTLSError(exc.errno, f"TLS handshake with {name} failed: {exc}") from exc
+        except TimeoutError as exc:
+            sock.close()
+            raise SMTPTimeoutError(f"timed out in the TLS handshake with {name}") from exc
+        except OSError as exc:
+            sock.close()
+            raise SMTPServerDisconnected(f"connection lost during the TLS handshake: {exc}") from exc
+
+    def starttls(
+        self,
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> Reply:
+        """STARTTLS, verifying the certificate and host name by default.
+
+        Anything the server sent after its 220 and before the handshake is treated as an
+        attack (response injection) and the connection is closed; the capabilities
+        learned before TLS are forgotten, and the next command re-sends EHLO.
+        """
+        self.ehlo_or_helo_if_needed()
+        if not self.has_extn("starttls"):
+            raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
+        reply = self.docmd("STARTTLS")
+        if reply.code != 220:
+            raise SMTPResponseException(reply.code, reply.message)
+        if context is not None and (keyfile is not None or certfile is not None):
+            raise ValueError("context and keyfile/certfile are mutually exclusive")
+        tls_context = context if context is not None else self._tls_context(keyfile, certfile)
+        assert self.sock is not None
+        try:
+            self._session.check_clean("after STARTTLS, before the TLS handshake")
+            if select.select([self.sock], [], [], 0)[0]:
+                raise SMTPProtocolError(
+                    "the server sent data after STARTTLS before the TLS handshake (possible injection)",
+                    "unsolicited",
+                )
+        except SMTPProtocolError:
+            self.close()
+            raise
+        plain = self.sock
+        self.sock = None
+        self.sock = self._handshake(plain, tls_context)
+        self._session.restart()
+        self.file = None
+        self.helo_resp = None
+        self.ehlo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+        return reply
+
+    # -- sending ------------------------------------------------------------------------
+
+    def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: str | bytes | Any,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] = (),
+    ) -> SendResult:
+        """Send one message; returns smtplib's dict of refused recipients (a SendResult).
+
+        ``msg`` may also be a binary file or an iterable of bytes chunks, streamed without
+        holding the whole message in memory. Raises smtplib's exceptions in smtplib's cases.
+        """
+        self.ehlo_or_helo_if_needed()
+        body = Body(msg)
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        try:
+            result: SendResult = self._run(
+                transaction(
+                    from_addr,
+                    recipients,
+                    body,
+                    caps=self.capabilities,
+                    esmtp=self.does_esmtp,
+                    mail_options=mail_options,
+                    rcpt_options=rcpt_options,
+                    lmtp=isinstance(self, LMTP),
+                    chunking=self.chunking,
+                )
+            )
+        except SMTPException as exc:
+            self.last_result = getattr(exc, "result", None)
+            raise
+        self.last_result = result
+        return result
+
+    def send_message(
+        self,
+        msg: email.message.Message,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> SendResult:
+        """Send an :class:`email.message.Message` (smtplib's rules for envelope and Bcc)."""
+        self.ehlo_or_helo_if_needed()
+        resent = msg.get_all("Resent-Date")
+        if resent is None:
+            header_prefix = ""
+        elif len(resent) == 1:
+            header_prefix = "Resent-"
+        else:
+            raise ValueError("message has more than one 'Resent-' header block")
+        if from_addr is None:
+            field = header_prefix + "Sender" if (header_prefix + "Sender") in msg else header_prefix + "From"
+            values = msg.get_all(field) or []
+            found = header_addresses(values, field)
+            if not found:
+                raise ValueError(f"no sender address: the message has no usable {field} header")
+            from_addr = found[0]
+        if to_addrs is None:
+            values = []
+            for name in ("To", "Bcc", "Cc"):
+                values.extend(msg.get_all(header_prefix + name) or [])
+            to_addrs = header_addresses(values, "To/Cc/Bcc")
+        msg_copy = copy.copy(msg)
+        del msg_copy["Bcc"]
+        del msg_copy["Resent-Bcc"]
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        international = not all(a.isascii() for a in (from_addr, *recipients))
+        options = list(_option_list(mail_options))
+        with io.BytesIO() as bytesmsg:
+            if international:
+                if not self.has_extn("smtputf8"):
+                    raise SMTPNotSupportedError(
+                        "One or more source or delivery addresses require internationalized email "
+                        "support, but the server does not advertise the required SMTPUTF8 capability"
+                    )
+                policy = msg.policy.clone(utf8=True)  # type: ignore[call-arg]
+                generator = email.generator.BytesGenerator(bytesmsg, policy=policy)
+                options += ["SMTPUTF8", "BODY=8BITMIME"]
+            else:
+                generator = email.generator.BytesGenerator(bytesmsg)
+            generator.flatten(msg_copy, linesep="\r\n")
+            flat = bytesmsg.getvalue()
+        return self.sendmail(from_addr, recipients, flat, options, rcpt_options)
+
+    def close(self) -> None:
+        """Close the connection (no QUIT)."""
+        try:
+            file = self.file
+            self.file = None
+            if file:
+                file.close()
+        finally:
+            sock = self.sock
+            self.sock = None
+            if sock:
+                sock.close()
+            self._session = Session()
+            self.command_encoding = "ascii"
+
+    def quit(self) -> Reply:
+        """QUIT, then close."""
+        res = self.docmd("quit")
+        self.ehlo_resp = self.helo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+        self.close()
+        return res
+
+
+class SMTP_SSL(SMTP):
+    """SMTP over implicit TLS (port 465, RFC 8314), certificate verified by default."""
+
+    default_port = SMTP_SSL_PORT
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        local_hostname: str | None = None,
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        timeout: float | None = _DEFAULT,
+        source_address: tuple[str, int] | None = None,
+        context: ssl.SSLContext | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if context is not None and (keyfile is not None or certfile is not None):
+            raise ValueError("context and keyfile/certfile arguments are mutually exclusive")
+        self.keyfile = keyfile
+        self.certfile = certfile
+        self.context = context
+        self.validate_certs = kwargs.get("validate_certs", True)
+        self._host = host
+        self.server_hostname = kwargs.get("server_hostname")
+        ssl_context = context if context is not None else None
+        kwargs["context"] = ssl_context
+        self._ssl_keyfile, self._ssl_certfile = keyfile, certfile
+        SMTP.__init__(self, host, port, local_hostname, timeout, source_address, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float | None) -> socket.socket:
+        if self.debuglevel > 0:
+            self._print_debug("connect:", (host, port))
+        new_socket = socket.create_connection((host, port), timeout, self.source_address)
+        new_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        context = self._tls_context(self._ssl_keyfile, self._ssl_certfile)
+        return self._handshake(new_socket, context)
+
+
+class LMTP(SMTP):
+    """LMTP (RFC 2033): LHLO, Unix sockets, and one final reply per recipient."""
+
+    ehlo_msg = "lhlo"
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = LMTP_PORT,
+        local_hostname: str | None = None,
+        source_address: tuple[str, int] | None = None,
+        timeout: float | None = _DEFAULT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            host,
+            port,
+            local_hostname=local_hostname,
+            source_address=source_address,
+            timeout=timeout,
+            **kwargs,
+        )
+
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None
+    ) -> Reply:
+        """Connect over TCP, or to a Unix socket when ``host`` starts with ``/``."""
+        if host[0] != "/":
+            return super().connect(host, port, source_address=source_address)
+        if self.timeout is not None and not self.timeout:
+            raise ValueError("Non-blocking socket (timeout=0) is not supported")
+        self._host = host
+        self._port = 0
+        self._session = Session()
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if self.timeout is not _DEFAULT:
+                sock.settimeout(self.timeout)  # type: ignore[arg-type]
+            self.file = None
+            sock.connect(host)
+        except OSError:
+            if self.debuglevel > 0:
+                self._print_debug("connect fail:", host)
+            sock.close()
+            raise
+        self.sock = sock
+        self._session.expect(1)
+        reply = self._read(1, GREETING)[0]
+        if self.debuglevel > 0:
+            self._print_debug("connect:", reply.message)
+        return reply
+
+
+def _single(ex: Exchange) -> Generator[Exchange, list[Reply], Reply]:
+    replies = yield ex
+    return replies[0]
+
+
+def _option_list(options: Sequence[str] | str) -> list[str]:
+    if isinstance(options, str | bytes):
+        raise TypeError("options must be a sequence of strings such as ('SMTPUTF8',), not a single string")
+    return [check_no_controls(o, "ESMTP option") for o in options]
+
+
+def _addr_only(address: str) -> str:
+    import email.utils
+
+    (_, addr) = email.utils.parseaddr(address)
+    return addr or address

@@ -1,0 +1,604 @@
+"""Sans-I/O SMTP client core, shared by the blocking (``client``) and asyncio drivers.
+
+Nothing here touches a socket. A driver owns a :class:`Session` (the reply parser and
+the count of replies owed) and runs the protocol's *operations*, generators that yield
+what to do next:
+
+* :class:`Exchange` -- write these bytes (and stream these chunks), then read this many
+  replies within this phase's deadline; the driver sends the replies back in.
+* :data:`CLOSE` -- drop the connection (after a 421).
+
+Exceptions raised by the driver during an exchange are thrown into the generator, so
+the protocol decides what they mean (a drop after the final dot is an *unknown*
+outcome, not a failure). The transaction logic (pipelining, CHUNKING, per-recipient
+results, RSET after failures, the 421 rules) therefore exists once, for every driver.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .address import check_no_controls, envelope_address, needs_smtputf8
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPDataError,
+    SMTPException,
+    SMTPMessageTooLarge,
+    SMTPNotSupportedError,
+    SMTPProtocolError,
+    SMTPRecipientsRefused,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPUnknownOutcome,
+)
+from .esmtp import Capabilities
+from .reply import Reply
+from .speedups import DataEncoder, ReplyParser, encode_data
+
+__all__ = [
+    "CLOSE",
+    "CRLF",
+    "Body",
+    "Exchange",
+    "SendResult",
+    "Session",
+    "auth_operation",
+    "command_line",
+    "rset_operation",
+    "transaction",
+]
+
+CRLF = b"\r\n"
+MAX_CHALLENGES = 5  # smtplib's _MAXCHALLENGE: AUTH rounds before giving up (security.md E4)
+STREAM_CHUNK = 1 << 20  # bytes read from a file per DATA chunk
+
+# phases name the deadline that applies (RFC 5321 4.5.3.2)
+GREETING, COMMAND, DATA_INIT, DATA_BLOCK, FINAL = "greeting", "command", "data_init", "data_block", "final"
+RFC_TIMEOUTS = {GREETING: 300.0, COMMAND: 300.0, DATA_INIT: 120.0, DATA_BLOCK: 180.0, FINAL: 600.0}
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Write ``data`` (then every chunk of ``stream``), then read ``replies`` replies."""
+
+    data: bytes
+    replies: int
+    phase: str = COMMAND
+    stream: Iterable[bytes] | None = None
+    log: str | None = None  # what the debug log shows instead of ``data`` (redaction)
+
+
+class _Close:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "CLOSE"
+
+
+CLOSE = _Close()
+Operation = Generator["Exchange | _Close", list[Reply], Any]
+
+
+def command_line(verb: str, arg: str = "", *, utf8: bool = False) -> bytes:
+    """One command line, checked for injection (no control character in ``arg``)."""
+    text = f"{verb} {arg}" if arg else verb
+    check_no_controls(text, f"{verb.split(' ', 1)[0]} command")
+    if utf8:
+        return text.encode("utf-8") + CRLF
+    try:
+        return text.encode("ascii") + CRLF
+    except UnicodeEncodeError:
+        raise SMTPNotSupportedError(
+            f"non-ASCII characters in the {verb} command need SMTPUTF8 (RFC 6531), "
+            "which is not in use on this connection"
+        ) from None
+
+
+class Session:
+    """The protocol state of one connection: the parser and the replies owed.
+
+    Replies are matched to commands strictly in order. A reply nobody asked for (more
+    replies than commands outstanding, or bytes while idle) is a protocol error, never
+    the answer to the next command (security.md A7, A9); a 421 sent while idle is the
+    server closing the connection.
+    """
+
+    __slots__ = ("outstanding", "parser", "queue")
+
+    def __init__(self) -> None:
+        self.parser = ReplyParser()
+        self.outstanding = 0
+        self.queue: deque[Reply] = deque()
+
+    def expect(self, count: int) -> None:
+        self.outstanding += count
+
+    def receive(self, data: bytes) -> None:
+        replies = self.parser.feed(data)
+        if len(self.queue) + len(replies) > self.outstanding:
+            extra = replies[self.outstanding - len(self.queue)]
+            self.queue.extend(replies[: self.outstanding - len(self.queue)])
+            if extra.code == 421:
+                raise SMTPServerDisconnected(f"server closed the connection: {extra.code} {extra.text}")
+            raise SMTPProtocolError(
+                f"unsolicited reply from server: {extra.code} {extra.text[:60]!r}", "unsolicited"
+            )
+        self.queue.extend(replies)
+
+    def take(self, count: int) -> list[Reply]:
+        """Up to ``count`` received replies, oldest first."""
+        got = []
+        while count and self.queue:
+            got.append(self.queue.popleft())
+            self.outstanding -= 1
+            count -= 1
+        return got
+
+    @property
+    def idle(self) -> bool:
+        return self.outstanding == 0 and not self.queue and self.parser.pending == 0
+
+    def check_clean(self, context: str) -> None:
+        """Fail if anything arrived that no command asked for (before TLS, before a command)."""
+        if self.queue or self.parser.pending or self.outstanding:
+            raise SMTPProtocolError(f"unexpected data from server {context}", "unsolicited")
+
+    def restart(self) -> None:
+        """A fresh parser (after the TLS handshake: nothing from before is kept)."""
+        self.parser = ReplyParser()
+        self.outstanding = 0
+        self.queue.clear()
+
+
+class SendResult(dict[str, tuple[int, bytes]]):
+    """What ``sendmail`` returns: smtplib's dict of refused recipients, and every outcome.
+
+    As a dict it maps each refused recipient to its ``(code, message)``, exactly like
+    smtplib (empty when everyone was accepted). On top of that: ``mail_reply``,
+    ``rcpt_replies`` (every recipient's reply), ``data_reply`` (the final reply),
+    ``delivery`` (LMTP: one final reply per recipient), ``accepted`` and ``outcome(rcpt)``.
+    """
+
+    def __init__(self, sender: str, recipients: Sequence[str]) -> None:
+        super().__init__()
+        self.sender = sender
+        self.recipients = list(recipients)
+        self.mail_reply: Reply | None = None
+        self.rcpt_replies: dict[str, Reply] = {}
+        self.data_reply: Reply | None = None
+        self.delivery: dict[str, Reply] = {}
+        self.size: int | None = None
+
+    @property
+    def accepted(self) -> list[str]:
+        """Recipients the server took the message for."""
+        accepted = []
+        for rcpt in self.recipients:
+            reply = self.outcome(rcpt)
+            if rcpt not in self and reply is not None and reply.is_positive:
+                accepted.append(rcpt)
+        return accepted
+
+    @property
+    def ok(self) -> bool:
+        """The message was accepted for at least one recipient."""
+        return bool(self.accepted)
+
+    def outcome(self, recipient: str) -> Reply | None:
+        """The decisive reply for one recipient: its refusal, or the final reply."""
+        rcpt = self.rcpt_replies.get(recipient)
+        if rcpt is None or rcpt.code not in (250, 251):
+            return rcpt
+        if self.delivery:
+            return self.delivery.get(recipient)
+        return self.data_reply
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per recipient: address, code, enhanced status, text, accepted."""
+        rows = []
+        for rcpt in self.recipients:
+            reply = self.outcome(rcpt)
+            rows.append(
+                {
+                    "recipient": rcpt,
+                    "code": reply.code if reply else None,
+                    "enhanced": ".".join(map(str, reply.enhanced)) if reply and reply.enhanced else None,
+                    "text": reply.text if reply else None,
+                    "accepted": rcpt in self.accepted,
+                }
+            )
+        return rows
+
+
+class Body:
+    """The message: bytes in memory, or a binary stream read in chunks."""
+
+    __slots__ = ("_encoded", "data", "size", "source")
+
+    def __init__(self, message: Any) -> None:
+        self.data: bytes | None = None
+        self._encoded: bytes | None = None
+        self.source: Any = None
+        self.size: int | None = None
+        if isinstance(message, str):
+            from smtplib import _fix_eols  # type: ignore[attr-defined]
+
+            self.data = _fix_eols(message).encode("ascii")  # smtplib's own rule for str
+        elif isinstance(message, bytes | bytearray | memoryview):
+            self.data = bytes(message)
+        elif hasattr(message, "read") or isinstance(message, Iterable):
+            self.source = message
+            self.size = _stream_size(message)
+            return
+        else:
+            raise TypeError(
+                f"message must be str, bytes, a binary file or an iterable of bytes, not {type(message)}"
+            )
+        self.size = len(self.data)
+
+    @property
+    def eight_bit(self) -> bool | None:
+        """True if the message has bytes over 127; None when unknown (a stream)."""
+        return None if self.data is None else not self.data.isascii()
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.data is not None:
+            yield self.data
+            return
+        source = self.source
+        if hasattr(source, "read"):
+            while True:
+                chunk = source.read(STREAM_CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+        else:
+            yield from source
+
+    def encode(self) -> None:
+        """Encode an in-memory message now, so bad data fails before anything is sent."""
+        if self.data is not None and self._encoded is None:
+            self._encoded = encode_data(self.data)
+
+    def data_stream(self, check_8bit: bool) -> Iterator[bytes]:
+        """The DATA bytes, dot-stuffed and terminated, chunk by chunk."""
+        if self.data is not None:
+            self.encode()
+            assert self._encoded is not None
+            yield self._encoded
+            return
+        encoder = DataEncoder()
+        for chunk in self.chunks():
+            if check_8bit and not bytes(chunk).isascii():
+                raise SMTPNotSupportedError(
+                    "the message has 8-bit data but the server does not advertise 8BITMIME"
+                )
+            out = encoder.feed(chunk)
+            if out:
+                yield out
+        yield encoder.finish()
+
+    def canonical(self) -> bytes:
+        """The in-memory message with every line ending as CRLF (for BDAT: no stuffing)."""
+        assert self.data is not None
+        self.encode()  # the same checks as DATA: no NUL, no over-long line
+        data = self.data
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
+            return data
+        import re
+
+        return re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+
+
+def _stream_size(source: Any) -> int | None:
+    import os
+
+    try:
+        fd = source.fileno()
+        return int(os.fstat(fd).st_size - source.tell())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _options(options: Sequence[str] | str | None, what: str) -> list[str]:
+    if options is None:
+        return []
+    if isinstance(options, str | bytes):  # ("SMTPUTF8") is a str: smtplib would send S M T P ...
+        raise TypeError(f"{what} must be a sequence of strings such as ('SMTPUTF8',), not a single string")
+    result = []
+    for option in options:
+        if not isinstance(option, str):
+            raise TypeError(f"{what} must contain strings, not {type(option).__name__}")
+        check_no_controls(option, what)
+        if " " in option.strip():
+            raise ValueError(f"{what} entries must be single ESMTP parameters without spaces: {option!r}")
+        result.append(option.strip())
+    return result
+
+
+def _has_option(options: Iterable[str], name: str) -> bool:
+    name = name.upper()
+    return any(o.upper() == name or o.upper().startswith(name + "=") for o in options)
+
+
+def rset_operation() -> Operation:
+    """RSET after a failed transaction; a dead connection is fine here (smtplib's _rset)."""
+    try:
+        yield Exchange(b"RSET\r\n", 1)
+    except SMTPServerDisconnected:
+        pass
+
+
+def _abandon(reply: Reply) -> Operation:
+    """After a failure: close on 421 (no RSET), else RSET."""
+    if reply.code == 421:
+        yield CLOSE
+    else:
+        yield from rset_operation()
+
+
+def transaction(
+    sender: str,
+    recipients: Sequence[str],
+    body: Body,
+    *,
+    caps: Capabilities,
+    esmtp: bool,
+    mail_options: Sequence[str] | None = (),
+    rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] | None = (),
+    lmtp: bool = False,
+    chunking: bool = True,
+) -> Generator[Exchange | _Close, list[Reply], SendResult]:
+    """One mail transaction with smtplib's ``sendmail`` semantics and structured results.
+
+    Pipelined in one round trip when the server offers PIPELINING (MAIL, every RCPT and
+    DATA, or BDAT with the message itself under CHUNKING); every reply is checked.
+    Raises smtplib's exceptions in smtplib's cases, each with ``.result`` attached.
+    """
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    sender_addr = envelope_address(sender)
+    rcpt_addrs = [envelope_address(r) for r in recipients]
+    opts = _options(mail_options, "mail_options")
+    if isinstance(rcpt_options, Mapping):
+        per_rcpt = {r: _options(rcpt_options.get(r, ()), "rcpt_options") for r in recipients}
+    else:
+        shared = _options(rcpt_options, "rcpt_options")
+        per_rcpt = {r: shared for r in recipients}
+    result = SendResult(sender, recipients)
+    result.size = body.size
+
+    utf8 = _has_option(opts, "SMTPUTF8")
+    if any(needs_smtputf8(a) for a in (sender_addr, *rcpt_addrs)) and not utf8:
+        if not caps.smtputf8:
+            raise SMTPNotSupportedError(
+                "an envelope address has non-ASCII characters, which needs SMTPUTF8, "
+                "but the server does not advertise it"
+            )
+        opts.append("SMTPUTF8")
+        utf8 = True
+    elif utf8 and not caps.smtputf8:
+        raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
+    eight_bit = body.eight_bit
+    if esmtp:
+        if eight_bit and not _has_option(opts, "BODY"):
+            if not caps.eightbitmime:
+                raise SMTPNotSupportedError(
+                    "the message has 8-bit data but the server does not advertise 8BITMIME; "
+                    "encode it (quoted-printable or base64) first"
+                )
+            opts.append("BODY=8BITMIME")
+        limit = caps.size
+        if limit is not None and body.size is not None and body.size > limit:
+            raise SMTPMessageTooLarge(
+                552,
+                f"5.3.4 message of {body.size} bytes exceeds the server's limit of {limit} "
+                "(checked before sending)".encode(),
+                sender,
+            )
+        if "size" in caps.features and body.size is not None and not _has_option(opts, "SIZE"):
+            opts.insert(0, f"size={body.size}")
+        if not caps.dsn:
+            for name in ("RET", "ENVID"):
+                if _has_option(opts, name):
+                    raise SMTPNotSupportedError(f"{name}= needs DSN, which the server does not advertise")
+            for options in per_rcpt.values():
+                for name in ("NOTIFY", "ORCPT"):
+                    if _has_option(options, name):
+                        raise SMTPNotSupportedError(f"{name}= needs DSN, which the server does not advertise")
+    elif opts or any(per_rcpt.values()):
+        raise SMTPNotSupportedError("ESMTP options given but the server only speaks plain SMTP (HELO)")
+
+    mail_line = command_line("MAIL", f"FROM:<{sender_addr}>" + "".join(" " + o for o in opts), utf8=utf8)
+    rcpt_lines = [
+        command_line("RCPT", f"TO:<{addr}>" + "".join(" " + o for o in per_rcpt[r]), utf8=utf8)
+        for r, addr in zip(recipients, rcpt_addrs, strict=True)
+    ]
+    n = len(rcpt_lines)
+    pipelining = esmtp and caps.pipelining
+    use_bdat = chunking and esmtp and caps.chunking and body.data is not None and not lmtp
+    check_8bit = bool(esmtp and not caps.eightbitmime)
+    body.encode()  # a NUL or an over-long line is refused here, before any byte is sent
+
+    replies: list[Reply] = []
+    try:
+        if pipelining and use_bdat:
+            payload = body.canonical()
+            group = mail_line + b"".join(rcpt_lines) + b"BDAT %d LAST\r\n" % len(payload)
+            replies = yield Exchange(group, n + 2, FINAL, stream=(payload,))
+        elif pipelining:
+            replies = yield Exchange(mail_line + b"".join(rcpt_lines) + b"DATA\r\n", n + 2)
+        else:
+            replies = yield Exchange(mail_line, 1)
+    except SMTPUnknownOutcome as exc:
+        exc.result = result
+        raise
+
+    # MAIL
+    mail_reply = replies[0]
+    result.mail_reply = mail_reply
+    if mail_reply.code != 250:
+        if pipelining and not use_bdat and len(replies) == n + 2 and replies[-1].code == 354:
+            yield Exchange(b".\r\n", 1, FINAL)  # a server that took DATA anyway: end it empty
+        yield from _abandon(mail_reply)
+        error: SMTPException = SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
+        error.result = result  # type: ignore[attr-defined]
+        raise error
+
+    # RCPT
+    for i, rcpt in enumerate(recipients):
+        if pipelining:
+            reply = replies[1 + i]
+        else:
+            reply = (yield Exchange(rcpt_lines[i], 1))[0]
+        result.rcpt_replies[rcpt] = reply
+        if reply.code not in (250, 251):
+            result[rcpt] = (reply.code, reply.message)
+            if reply.code == 421:
+                yield CLOSE
+                error = SMTPRecipientsRefused(dict(result))
+                error.result = result  # type: ignore[attr-defined]
+                raise error
+    accepted = [r for r in recipients if r not in result]
+
+    if use_bdat:
+        if pipelining:
+            final = replies[1 + n]
+        else:
+            if not accepted:
+                yield from rset_operation()
+                error = SMTPRecipientsRefused(dict(result))
+                error.result = result  # type: ignore[attr-defined]
+                raise error
+            payload = body.canonical()
+            try:
+                final = (yield Exchange(b"BDAT %d LAST\r\n" % len(payload), 1, FINAL, stream=(payload,)))[0]
+            except SMTPUnknownOutcome as exc:
+                exc.result = result
+                raise
+        result.data_reply = final
+        if not accepted:
+            yield from _abandon(final)
+            error = SMTPRecipientsRefused(dict(result))
+            error.result = result  # type: ignore[attr-defined]
+            raise error
+        if final.code != 250:
+            yield from _abandon(final)
+            data_error = SMTPDataError(final.code, final.message)
+            data_error.result = result  # type: ignore[attr-defined]
+            raise data_error
+        return result
+
+    # DATA
+    if pipelining:
+        data_reply = replies[1 + n]
+    elif accepted:
+        data_reply = (yield Exchange(b"DATA\r\n", 1, DATA_INIT))[0]
+    else:
+        yield from rset_operation()
+        error = SMTPRecipientsRefused(dict(result))
+        error.result = result  # type: ignore[attr-defined]
+        raise error
+    if not accepted:
+        if data_reply.code == 354:  # RFC 2920 3.1: end the empty DATA, then report
+            yield Exchange(b".\r\n", 1, FINAL)
+        yield from _abandon(data_reply)
+        error = SMTPRecipientsRefused(dict(result))
+        error.result = result  # type: ignore[attr-defined]
+        raise error
+    if data_reply.code != 354:
+        result.data_reply = data_reply
+        yield from _abandon(data_reply)
+        data_error = SMTPDataError(data_reply.code, data_reply.message)
+        data_error.result = result  # type: ignore[attr-defined]
+        raise data_error
+
+    expected = len(accepted) if lmtp else 1
+    try:
+        finals = yield Exchange(b"", expected, FINAL, stream=body.data_stream(check_8bit))
+    except SMTPUnknownOutcome as exc:
+        exc.result = result
+        raise
+    if lmtp:
+        for rcpt, reply in zip(accepted, finals, strict=False):
+            result.delivery[rcpt] = reply
+            if reply.code != 250:
+                result[rcpt] = (reply.code, reply.message)
+        result.data_reply = finals[-1]
+        if all(result.delivery.get(r) is None or result.delivery[r].code != 250 for r in accepted):
+            first = next((r for r in finals if r.code != 250), finals[-1])
+            yield from _abandon(first)
+            data_error = SMTPDataError(first.code, first.message)
+            data_error.result = result  # type: ignore[attr-defined]
+            raise data_error
+        return result
+    final = finals[0]
+    result.data_reply = final
+    if final.code != 250:
+        yield from _abandon(final)
+        data_error = SMTPDataError(final.code, final.message)
+        data_error.result = result  # type: ignore[attr-defined]
+        raise data_error
+    return result
+
+
+def auth_operation(
+    mechanism: str,
+    respond: Callable[[bytes | None], bytes | None],
+    *,
+    initial_response_ok: bool = True,
+    max_rounds: int = MAX_CHALLENGES,
+    on_round: Callable[[int], None] | None = None,
+) -> Generator[Exchange | _Close, list[Reply], Reply]:
+    """AUTH with any SASL mechanism; the log never shows what is sent (security.md E1).
+
+    ``respond(challenge)`` returns the bytes to send (before base64) for a decoded
+    challenge, or for ``None``, the initial response (``None`` if the mechanism has none).
+    Gives up after ``max_rounds`` challenges, so a server answering 334 forever cannot
+    keep the password going round (E4).
+    """
+    mechanism = mechanism.upper()
+    check_no_controls(mechanism, "AUTH mechanism")
+    initial = respond(None) if initial_response_ok else None
+    if on_round:
+        on_round(0)
+    if initial is not None:
+        encoded = base64.b64encode(initial).decode("ascii") or "="
+        line = f"AUTH {mechanism} {encoded}".encode("ascii") + CRLF
+        rounds = 1
+    else:
+        line = f"AUTH {mechanism}".encode("ascii") + CRLF
+        rounds = 0
+    if on_round:
+        on_round(rounds)
+    reply = (
+        yield Exchange(line, 1, log=f"AUTH {mechanism}" + (" [redacted]" if initial is not None else ""))
+    )[0]
+    while reply.code == 334:
+        rounds += 1
+        if on_round:
+            on_round(rounds)
+        if rounds > max_rounds:
+            yield Exchange(b"*\r\n", 1, log="* (cancel AUTH)")
+            raise SMTPException(
+                "Server AUTH mechanism infinite loop. Last response: " + repr((reply.code, reply.message))
+            )
+        try:
+            challenge = base64.b64decode(reply.message, validate=True)
+        except (binascii.Error, ValueError):
+            yield Exchange(b"*\r\n", 1, log="* (cancel AUTH)")
+            raise SMTPAuthenticationError(
+                reply.code, b"server sent an AUTH challenge that is not base64"
+            ) from None
+        answer = respond(challenge)
+        encoded = base64.b64encode(answer or b"").decode("ascii")
+        reply = (yield Exchange(encoded.encode("ascii") + CRLF, 1, log="[redacted]"))[0]
+    if reply.code in (235, 503):
+        return reply
+    raise SMTPAuthenticationError(reply.code, reply.message)
