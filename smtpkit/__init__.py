@@ -7,43 +7,86 @@ only by the parts that need them, when they are used.
 from __future__ import annotations
 
 from . import errors, speedups
+from .client import (
+    LMTP,
+    LMTP_PORT,
+    OLDSTYLE_AUTH,
+    SMTP,
+    SMTP_PORT,
+    SMTP_SSL,
+    SMTP_SSL_PORT,
+    bCRLF,
+    quoteaddr,
+    quotedata,
+)
 from .errors import (
     CommandInjectionError,
+    InvalidAddressError,
     MessageDataError,
     SMTPAuthenticationError,
+    SMTPCertificateError,
     SMTPConnectError,
     SMTPDataError,
     SMTPException,
     SMTPHeloError,
+    SMTPInsecureAuthError,
     SMTPKitError,
+    SMTPMessageTooLarge,
     SMTPNotSupportedError,
     SMTPProtocolError,
     SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPTimeoutError,
+    SMTPTLSError,
+    SMTPUnknownOutcome,
 )
+from .esmtp import Capabilities
+from .protocol import SendResult
 from .reply import Reply
+
+CRLF = "\r\n"
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CRLF",
+    "LMTP",
+    "LMTP_PORT",
+    "OLDSTYLE_AUTH",
+    "SMTP",
+    "SMTP_PORT",
+    "SMTP_SSL",
+    "SMTP_SSL_PORT",
+    "Capabilities",
     "CommandInjectionError",
+    "InvalidAddressError",
     "MessageDataError",
     "Reply",
     "SMTPAuthenticationError",
+    "SMTPCertificateError",
     "SMTPConnectError",
     "SMTPDataError",
     "SMTPException",
     "SMTPHeloError",
+    "SMTPInsecureAuthError",
     "SMTPKitError",
+    "SMTPMessageTooLarge",
     "SMTPNotSupportedError",
     "SMTPProtocolError",
     "SMTPRecipientsRefused",
     "SMTPResponseException",
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
+    "SMTPTLSError",
+    "SMTPTimeoutError",
+    "SMTPUnknownOutcome",
+    "SendResult",
     "__version__",
+    "bCRLF",
     "errors",
+    "quoteaddr",
+    "quotedata",
     "speedups",
 ]

@@ -289,11 +289,13 @@ class Body:
         self.encode()  # the same checks as DATA: no NUL, no over-long line
         data = self.data
         crlf = data.count(b"\r\n")
-        if data.count(b"\n") == crlf and data.count(b"\r") == crlf:
-            return data
-        import re
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            import re
 
-        return re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+            data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"  # as DATA does: the last line is terminated
+        return data
 
 
 def _stream_size(source: Any) -> int | None:
