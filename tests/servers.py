@@ -74,7 +74,7 @@ class Capture:
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if address in self.refuse:
-            return "550 5.1.1 <%s>: no such user" % address
+            return f"550 5.1.1 <{address}>: no such user"
         if "RCPT" in self.faults:
             return self.faults["RCPT"]
         envelope.rcpt_tos.append(address)

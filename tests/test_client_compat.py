@@ -56,7 +56,7 @@ def test_session_script(mod: ModuleType) -> None:
     with aiosmtpd_server() as (capture, port):
         with mod.SMTP("127.0.0.1", port, local_hostname="client.example") as s:
             assert s.noop() == (250, b"OK")
-            code, msg = s.ehlo()
+            code, _msg = s.ehlo()
             assert code == 250 and s.does_esmtp and s.has_extn("size") and s.has_extn("AUTH")
             assert s.esmtp_features["auth"].split() == ["LOGIN", "PLAIN"]
             assert s.rset() == (250, b"OK")
