@@ -175,6 +175,7 @@ class SMTP:
         self.password: sasl.Secret | None = None
         self.last_result: SendResult | None = None
         self._session = Session()
+        self._closed_by: BaseException | None = None
         self._port = 0
         if host:
             (code, msg) = self.connect(host, port)
@@ -284,12 +285,16 @@ class SMTP:
                 0
             ]
             if ready:
-                sock.settimeout(1.0)
-                data = sock.recv(_RECV)
-                if not data:
+                sock.settimeout(0.0)
+                try:
+                    data: bytes | None = sock.recv(_RECV)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    data = None  # TLS housekeeping (a session ticket): no application data
+                if data == b"":
                     raise SMTPServerDisconnected("Connection closed by the server")
-                session.receive(data)
-                session.check_clean("while idle")
+                if data:
+                    session.receive(data)
+                    session.check_clean("while idle")
         except (SMTPServerDisconnected, OSError) as exc:
             self.close()
             if isinstance(exc, SMTPServerDisconnected):
@@ -334,7 +339,11 @@ class SMTP:
                 session.receive(data)
                 got.extend(session.take(count - len(got)))
         except SMTPProtocolError as exc:
-            self.close()
+            got.extend(session.take(count - len(got)))
+            self.close()  # nothing after the fault can be trusted
+            self._closed_by = exc
+            if len(got) == count:
+                return got  # what was asked for arrived intact before the garbage
             if final:
                 raise SMTPUnknownOutcome(f"the final reply was unreadable: {exc}") from exc
             raise
@@ -355,9 +364,16 @@ class SMTP:
             raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
         return got
 
+    def _not_connected(self) -> SMTPServerDisconnected:
+        if self._closed_by is not None:
+            return SMTPProtocolError(
+                f"the connection was closed after a protocol error: {self._closed_by}", "broken"
+            )
+        return SMTPServerDisconnected("please run connect() first")
+
     def _exchange(self, ex: Exchange) -> list[Reply]:
         if self.sock is None:
-            raise SMTPServerDisconnected("please run connect() first")
+            raise self._not_connected()
         if self._session.outstanding == 0:
             self._check_idle()
         if ex.data:
@@ -424,14 +440,17 @@ class SMTP:
         self._host = host
         self._port = port
         self._session = Session()
+        self._closed_by = None
         try:
             self.sock = self._get_socket(host, port, self._timeout_for(GREETING))
+        except SMTPServerDisconnected:
+            raise
         except ssl.SSLCertVerificationError as exc:
-            raise SMTPCertificateError(
-                exc.errno, f"certificate verification failed for {host}: {exc.reason}"
+            raise _tls_error(
+                SMTPCertificateError, exc, f"certificate verification failed for {host}"
             ) from exc
         except ssl.SSLError as exc:
-            raise SMTPTLSError(exc.errno, f"TLS handshake with {host}:{port} failed: {exc}") from exc
+            raise _tls_error(SMTPTLSError, exc, f"TLS handshake with {host}:{port} failed") from exc
         except TimeoutError as exc:
             raise SMTPTimeoutError(f"timed out connecting to {host}:{port}") from exc
         self.file = None
@@ -455,7 +474,7 @@ class SMTP:
         """Send one command line; control characters raise ``ValueError`` first."""
         line = command_line(cmd, args, utf8=self.command_encoding != "ascii")
         if self.sock is None:
-            raise SMTPServerDisconnected("please run connect() first")
+            raise self._not_connected()
         if self._session.outstanding == 0:
             self._check_idle()
         text = f"{cmd} {args}" if args else cmd
@@ -484,9 +503,9 @@ class SMTP:
 
     def ehlo(self, name: str = "") -> Reply:
         """EHLO (LHLO for LMTP); sets ``ehlo_resp``, ``does_esmtp`` and ``esmtp_features``."""
+        line = command_line(self.ehlo_msg, check_no_controls(name or self.local_hostname, "EHLO name"))
         self.esmtp_features = {}
-        hostname = check_no_controls(name or self.local_hostname, "EHLO name")
-        reply = self._command(command_line(self.ehlo_msg, hostname)).without_enhanced()
+        reply = self._command(line).without_enhanced()
         self.ehlo_resp = reply.message
         if reply.code != 250:
             return reply
@@ -560,13 +579,13 @@ class SMTP:
 
     def verify(self, address: str) -> Reply:
         """VRFY."""
-        return self._command(command_line("vrfy", check_no_controls(_addr_only(address), "VRFY argument")))
+        return self._command(command_line("vrfy", _addr_only(check_no_controls(address, "VRFY argument"))))
 
     vrfy = verify
 
     def expn(self, address: str) -> Reply:
         """EXPN."""
-        return self._command(command_line("expn", check_no_controls(_addr_only(address), "EXPN argument")))
+        return self._command(command_line("expn", _addr_only(check_no_controls(address, "EXPN argument"))))
 
     def ehlo_or_helo_if_needed(self) -> None:
         """EHLO (or HELO when EHLO is refused) unless already done on this connection."""
@@ -721,12 +740,12 @@ class SMTP:
             return context.wrap_socket(sock, server_hostname=name)
         except ssl.SSLCertVerificationError as exc:
             sock.close()
-            raise SMTPCertificateError(
-                exc.errno, f"certificate verification failed for {name}: {exc.reason}"
+            raise _tls_error(
+                SMTPCertificateError, exc, f"certificate verification failed for {name}"
             ) from exc
         except ssl.SSLError as exc:
             sock.close()
-            raise SMTPTLSError(exc.errno, f"TLS handshake with {name} failed: {exc}") from exc
+            raise _tls_error(SMTPTLSError, exc, f"TLS handshake with {name} failed") from exc
         except TimeoutError as exc:
             sock.close()
             raise SMTPTimeoutError(f"timed out in the TLS handshake with {name}") from exc
@@ -750,6 +769,8 @@ class SMTP:
         if not self.has_extn("starttls"):
             raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
         reply = self.docmd("STARTTLS")
+        if self.sock is None:  # the 220 came with more behind it: injection (security.md B4)
+            raise self._not_connected()
         if reply.code != 220:
             raise SMTPResponseException(reply.code, reply.message)
         if context is not None and (keyfile is not None or certfile is not None):
@@ -981,6 +1002,18 @@ class LMTP(SMTP):
         if self.debuglevel > 0:
             self._print_debug("connect:", reply.message)
         return reply
+
+
+def _tls_error(cls: type[SMTPTLSError], exc: ssl.SSLError, message: str) -> SMTPTLSError:
+    """Our TLS error, carrying the attributes of the ssl error it replaces."""
+    detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+    error = cls(exc.errno, f"{message}: {detail}")
+    error.reason = getattr(exc, "reason", None)  # type: ignore[misc,assignment]
+    error.library = getattr(exc, "library", None)  # type: ignore[misc,assignment]
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        error.verify_code = exc.verify_code  # type: ignore[attr-defined]
+        error.verify_message = exc.verify_message  # type: ignore[attr-defined]
+    return error
 
 
 def _single(ex: Exchange) -> Generator[Exchange, list[Reply], Reply]:

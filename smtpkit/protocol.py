@@ -119,7 +119,12 @@ class Session:
         self.outstanding += count
 
     def receive(self, data: bytes) -> None:
-        replies = self.parser.feed(data)
+        try:
+            replies = self.parser.feed(data)
+        except SMTPProtocolError as exc:
+            # the replies completed before the fault are genuine: keep those still owed
+            self.queue.extend(exc.replies[: max(self.outstanding - len(self.queue), 0)])
+            raise
         if len(self.queue) + len(replies) > self.outstanding:
             extra = replies[self.outstanding - len(self.queue)]
             self.queue.extend(replies[: self.outstanding - len(self.queue)])
