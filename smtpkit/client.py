@@ -8,9 +8,11 @@ on the side of safety or speed, and each has an explicit opt-out:
   (``validate_certs=False`` or your own ``context`` to opt out);
 * ``login()`` refuses to send credentials in clear text to a non-loopback peer
   (``allow_insecure_auth=True`` to opt out);
-* ``timeout`` bounds each whole command/reply exchange, not each socket read; the
-  end-of-data reply waits ``final_timeout`` (RFC 5321's 10 minutes by default),
-  because giving up early there risks a duplicate delivery;
+* ``timeout`` bounds each whole command/reply exchange, not each socket read. With no
+  timeout (smtplib's default) each exchange still has RFC 5321's deadline (5 minutes
+  per command, 10 for the end-of-data reply), so a silent server cannot hang the
+  client forever; ``final_timeout`` sets the end-of-data wait on its own (giving up
+  early there risks a duplicate delivery: the outcome is reported as *unknown*);
 * control characters in any command argument raise ``ValueError`` before a byte is
   written; envelope addresses must be exactly one valid mailbox;
 * a hostile, garbled or unsolicited reply closes the connection with a typed error;
@@ -156,7 +158,7 @@ class SMTP:
         server_hostname: str | None = None,
         validate_certs: bool = True,
         allow_insecure_auth: bool = False,
-        final_timeout: float | None = RFC_TIMEOUTS[FINAL],
+        final_timeout: float | None = None,
         chunking: bool = True,
     ) -> None:
         self._host = host
@@ -238,11 +240,7 @@ class SMTP:
     def _timeout_for(self, phase: str) -> float | None:
         timeout = self.timeout
         if phase == FINAL and self.final_timeout is not None:
-            return (
-                self.final_timeout
-                if timeout is None or timeout is _DEFAULT
-                else max(timeout, self.final_timeout)
-            )
+            return self.final_timeout
         if timeout is _DEFAULT:
             timeout = socket.getdefaulttimeout()
             if timeout is None:
@@ -313,6 +311,7 @@ class SMTP:
         timeout = self._timeout_for(phase)
         deadline = None if timeout is None else time.monotonic() + timeout
         final = phase == FINAL
+        quickack = _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
         try:
             while len(got) < count:
                 if deadline is not None:
@@ -322,8 +321,8 @@ class SMTP:
                     sock.settimeout(remaining)
                 else:
                     sock.settimeout(None)
-                if _QUICKACK is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                if quickack:  # ack at once: no delayed-ACK stall after a large write
+                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
                 data = sock.recv(_RECV)
                 if not data:
                     self.close()

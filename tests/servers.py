@@ -60,6 +60,7 @@ class Capture:
     faults: dict[str, str] = field(default_factory=dict)
     refuse: set[str] = field(default_factory=set)
     logins: list[tuple[str, bytes]] = field(default_factory=list)
+    lmtp: bool = False  # answer DATA once per recipient (RFC 2033)
 
     async def handle_MAIL(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -94,6 +95,8 @@ class Capture:
                 chunked=getattr(envelope, "chunked", False),
             )
         )
+        if self.lmtp:
+            return "\r\n".join(f"250 2.0.0 <{r}> delivered" for r in envelope.rcpt_tos)
         return "250 2.0.0 queued"
 
     def authenticate(
