@@ -101,7 +101,9 @@ _MAXLINE = 8192
 _MAXCHALLENGE = 5
 _DEFAULT = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 _RECV = 65536
+_MISSING = object()
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_QUICKACK_AFTER = 16384  # bytes written before a read that get an immediate ACK
 
 
 def quoteaddr(addrstring: str) -> str:
@@ -178,6 +180,10 @@ class SMTP:
         self.last_result: SendResult | None = None
         self._session = Session()
         self._closed_by: BaseException | None = None
+        self._timeouts: dict[tuple[str, object, object], float | None] = {}
+        self._sock_timeout: float | None = -1.0  # what the socket is set to (-1: unknown)
+        self._tcp = False
+        self._caps: tuple[dict[str, str], Capabilities] | None = None
         self._port = 0
         if host:
             (code, msg) = self.connect(host, port)
@@ -238,6 +244,17 @@ class SMTP:
             log.debug("%s %s", direction, text)
 
     def _timeout_for(self, phase: str) -> float | None:
+        key = (phase, self.timeout, self.final_timeout)
+        cached = self._timeouts.get(key, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        value = self._compute_timeout(phase)
+        if len(self._timeouts) > 32:
+            self._timeouts.clear()
+        self._timeouts[key] = value
+        return value
+
+    def _compute_timeout(self, phase: str) -> float | None:
         timeout = self.timeout
         if phase == FINAL and self.final_timeout is not None:
             return self.final_timeout
@@ -260,12 +277,17 @@ class SMTP:
         self.close()
         return error
 
+    def _set_timeout(self, sock: socket.socket, timeout: float | None) -> None:
+        if timeout != self._sock_timeout:  # settimeout costs a syscall: skip it when unchanged
+            sock.settimeout(timeout)
+            self._sock_timeout = timeout
+
     def _write(self, data: bytes, phase: str) -> None:
         sock = self.sock
         if sock is None:
-            raise SMTPServerDisconnected("please run connect() first")
+            raise self._not_connected()
         try:
-            sock.settimeout(self._timeout_for(phase))
+            self._set_timeout(sock, self._timeout_for(phase))
             sock.sendall(data)
         except TimeoutError as exc:
             raise self._closed(SMTPTimeoutError(f"timed out sending to the server: {exc}")) from exc
@@ -283,7 +305,7 @@ class SMTP:
                 0
             ]
             if ready:
-                sock.settimeout(0.0)
+                self._set_timeout(sock, 0.0)
                 try:
                     data: bytes | None = sock.recv(_RECV)
                 except (ssl.SSLWantReadError, BlockingIOError):
@@ -299,29 +321,36 @@ class SMTP:
                 raise
             raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
 
-    def _read(self, count: int, phase: str) -> list[Reply]:
-        """``count`` replies, within the phase's deadline for the whole lot."""
+    def _read(self, count: int, phase: str, quickack: bool = False) -> list[Reply]:
+        """``count`` replies, within the phase's deadline for the whole lot.
+
+        ``quickack`` (after a large write) acknowledges at once, avoiding the delayed-ACK
+        stall of about 40 ms that otherwise follows a big pipelined write on Linux.
+        """
         session = self._session
         got = session.take(count)
         if len(got) == count:
             return got
         sock = self.sock
         if sock is None:
-            raise SMTPServerDisconnected("please run connect() first")
+            raise self._not_connected()
         timeout = self._timeout_for(phase)
         deadline = None if timeout is None else time.monotonic() + timeout
         final = phase == FINAL
-        quickack = _QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+        quickack = quickack and self._tcp and _QUICKACK is not None
+        debug = self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG)
         try:
             while len(got) < count:
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise TimeoutError("timed out")
-                    sock.settimeout(remaining)
-                else:
-                    sock.settimeout(None)
-                if quickack:  # ack at once: no delayed-ACK stall after a large write
+                    current = self._sock_timeout
+                    if current is None or current <= 0 or current > remaining + 0.05:
+                        self._set_timeout(sock, remaining)  # never wait past the deadline
+                elif self._sock_timeout is not None:
+                    self._set_timeout(sock, None)
+                if quickack:
                     sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
                 data = sock.recv(_RECV)
                 if not data:
@@ -333,7 +362,7 @@ class SMTP:
                         if final
                         else (SMTPServerDisconnected("Connection unexpectedly closed"))
                     )
-                if self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG):
+                if debug:
                     self._trace("reply:", repr(data))
                 session.receive(data)
                 got.extend(session.take(count - len(got)))
@@ -375,23 +404,28 @@ class SMTP:
             raise self._not_connected()
         if self._session.outstanding == 0:
             self._check_idle()
-        if ex.data:
-            self._trace("send:", ex.log if ex.log is not None else repr(ex.data))
+        debug = self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG)
+        sent = len(ex.data)
+        if sent:
+            if debug:
+                self._trace("send:", ex.log if ex.log is not None else repr(ex.data))
             self._write(ex.data, COMMAND)
         if ex.stream is not None:
-            sent = 0
+            streamed = 0
             try:
                 for chunk in ex.stream:
                     self._write(chunk, phase="data_block")
-                    sent += len(chunk)
+                    streamed += len(chunk)
             except SMTPServerDisconnected:
                 raise
             except Exception:
                 self.close()  # part of the message is on the wire: the only safe end is a drop
                 raise
-            self._trace("send:", f"<{sent} bytes of message data>")
-        self._session.expect(ex.replies)
-        return self._read(ex.replies, ex.phase)
+            if debug:
+                self._trace("send:", f"<{streamed} bytes of message data>")
+            sent += streamed
+        self._session.outstanding += ex.replies
+        return self._read(ex.replies, ex.phase, quickack=sent > _QUICKACK_AFTER)
 
     def _run(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
         """Drive a protocol operation: do its exchanges, feed back replies or errors."""
@@ -442,6 +476,8 @@ class SMTP:
         self._closed_by = None
         try:
             self.sock = self._get_socket(host, port, self._timeout_for(GREETING))
+            self._sock_timeout = -1.0
+            self._tcp = self.sock.family in (socket.AF_INET, socket.AF_INET6)
         except SMTPServerDisconnected:
             raise
         except ssl.SSLCertVerificationError as exc:
@@ -519,7 +555,11 @@ class SMTP:
     @property
     def capabilities(self) -> Capabilities:
         """A typed view of ``esmtp_features`` (SIZE, PIPELINING, AUTH mechanisms, ...)."""
-        return Capabilities(self.esmtp_features)
+        features = self.esmtp_features
+        cached = self._caps
+        if cached is None or cached[0] is not features:
+            cached = self._caps = (features, Capabilities(features))
+        return cached[1]
 
     def help(self, args: str = "") -> bytes:
         """HELP; returns the text."""
@@ -789,6 +829,7 @@ class SMTP:
         plain = self.sock
         self.sock = None
         self.sock = self._handshake(plain, tls_context)
+        self._sock_timeout = -1.0
         self._session.restart()
         self.file = None
         self.helo_resp = None
@@ -899,6 +940,7 @@ class SMTP:
             if sock:
                 sock.close()
             self._session = Session()
+            self._sock_timeout = -1.0
             self.command_encoding = "ascii"
 
     def quit(self) -> Reply:
