@@ -50,6 +50,16 @@ CRLF = "\r\n"
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """Heavier parts load on first use, so ``import smtpkit`` stays light."""
+    if name == "CaptureServer":
+        from .server import CaptureServer
+
+        return CaptureServer
+    raise AttributeError(f"module 'smtpkit' has no attribute {name!r}")
+
+
 __all__ = [
     "CRLF",
     "LMTP",
@@ -60,6 +70,7 @@ __all__ = [
     "SMTP_SSL",
     "SMTP_SSL_PORT",
     "Capabilities",
+    "CaptureServer",
     "CommandInjectionError",
     "InvalidAddressError",
     "MessageDataError",

@@ -301,9 +301,7 @@ class SMTP:
         session = self._session
         try:
             session.check_clean("while idle")
-            ready = (isinstance(sock, ssl.SSLSocket) and sock.pending()) or select.select([sock], [], [], 0)[
-                0
-            ]
+            ready = (isinstance(sock, ssl.SSLSocket) and sock.pending()) or select.select([sock], [], [], 0)[0]
             if ready:
                 self._set_timeout(sock, 0.0)
                 try:
@@ -394,9 +392,7 @@ class SMTP:
 
     def _not_connected(self) -> SMTPServerDisconnected:
         if self._closed_by is not None:
-            return SMTPProtocolError(
-                f"the connection was closed after a protocol error: {self._closed_by}", "broken"
-            )
+            return SMTPProtocolError(f"the connection was closed after a protocol error: {self._closed_by}", "broken")
         return SMTPServerDisconnected("please run connect() first")
 
     def _exchange(self, ex: Exchange) -> list[Reply]:
@@ -425,7 +421,9 @@ class SMTP:
                 self._trace("send:", f"<{streamed} bytes of message data>")
             sent += streamed
         self._session.outstanding += ex.replies
-        return self._read(ex.replies, ex.phase, quickack=sent > _QUICKACK_AFTER)
+        # ack at once after a large write, or when several replies are due: a server that
+        # writes them one by one would otherwise wait out our delayed ACK (Nagle, ~40 ms)
+        return self._read(ex.replies, ex.phase, quickack=sent > _QUICKACK_AFTER or ex.replies > 1)
 
     def _run(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
         """Drive a protocol operation: do its exchanges, feed back replies or errors."""
@@ -451,9 +449,7 @@ class SMTP:
 
     # -- smtplib's public API ---------------------------------------------------------
 
-    def connect(
-        self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None
-    ) -> Reply:
+    def connect(self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None) -> Reply:
         """Connect to ``host:port`` and read the greeting; returns ``(code, msg)``."""
         if source_address:
             self.source_address = source_address
@@ -481,9 +477,7 @@ class SMTP:
         except SMTPServerDisconnected:
             raise
         except ssl.SSLCertVerificationError as exc:
-            raise _tls_error(
-                SMTPCertificateError, exc, f"certificate verification failed for {host}"
-            ) from exc
+            raise _tls_error(SMTPCertificateError, exc, f"certificate verification failed for {host}") from exc
         except ssl.SSLError as exc:
             raise _tls_error(SMTPTLSError, exc, f"TLS handshake with {host}:{port} failed") from exc
         except TimeoutError as exc:
@@ -530,9 +524,7 @@ class SMTP:
 
     def helo(self, name: str = "") -> Reply:
         """HELO; sets ``helo_resp``."""
-        reply = self._command(
-            command_line("helo", check_no_controls(name or self.local_hostname, "HELO name"))
-        )
+        reply = self._command(command_line("helo", check_no_controls(name or self.local_hostname, "HELO name")))
         self.helo_resp = reply.message
         return reply
 
@@ -735,14 +727,10 @@ class SMTP:
         user = sasl.check_credential(user, "user name")
         advertised = self.capabilities.auth
         choice = (
-            mechanism.upper()
-            if mechanism
-            else next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in advertised), None)
+            mechanism.upper() if mechanism else next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in advertised), None)
         )
         if choice is None or choice not in advertised:
-            raise SMTPNotSupportedError(
-                f"the server offers no OAuth 2 mechanism (it offers {sorted(advertised)})"
-            )
+            raise SMTPNotSupportedError(f"the server offers no OAuth 2 mechanism (it offers {sorted(advertised)})")
         if choice == "XOAUTH2":
             respond = sasl.xoauth2(user, token)
         elif choice == "OAUTHBEARER":
@@ -779,9 +767,7 @@ class SMTP:
             return context.wrap_socket(sock, server_hostname=name)
         except ssl.SSLCertVerificationError as exc:
             sock.close()
-            raise _tls_error(
-                SMTPCertificateError, exc, f"certificate verification failed for {name}"
-            ) from exc
+            raise _tls_error(SMTPCertificateError, exc, f"certificate verification failed for {name}") from exc
         except ssl.SSLError as exc:
             sock.close()
             raise _tls_error(SMTPTLSError, exc, f"TLS handshake with {name} failed") from exc
@@ -1015,9 +1001,7 @@ class LMTP(SMTP):
             **kwargs,
         )
 
-    def connect(
-        self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None
-    ) -> Reply:
+    def connect(self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None) -> Reply:
         """Connect over TCP, or to a Unix socket when ``host`` starts with ``/``."""
         if host[0] != "/":
             return super().connect(host, port, source_address=source_address)
