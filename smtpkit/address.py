@@ -31,8 +31,7 @@ def check_no_controls(value: str, what: str) -> str:
     m = _CONTROL.search(value)
     if m:
         raise CommandInjectionError(
-            f"{what} contains a control character (U+{ord(m.group()):04X} at index {m.start()}); "
-            "refusing to send it"
+            f"{what} contains a control character (U+{ord(m.group()):04X} at index {m.start()}); refusing to send it"
         )
     return value
 

@@ -190,8 +190,7 @@ def parser_broken(previous: SMTPProtocolError) -> SMTPProtocolError:
 
 def nul_in_data(offset: int) -> MessageDataError:
     return MessageDataError(
-        f"NUL byte in message data at offset {offset}; SMTP DATA cannot carry NUL "
-        "(encode the content, e.g. as base64)",
+        f"NUL byte in message data at offset {offset}; SMTP DATA cannot carry NUL (encode the content, e.g. as base64)",
         offset,
     )
 

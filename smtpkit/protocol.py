@@ -130,9 +130,7 @@ class Session:
             self.queue.extend(replies[: self.outstanding - len(self.queue)])
             if extra.code == 421:
                 raise SMTPServerDisconnected(f"server closed the connection: {extra.code} {extra.text}")
-            raise SMTPProtocolError(
-                f"unsolicited reply from server: {extra.code} {extra.text[:60]!r}", "unsolicited"
-            )
+            raise SMTPProtocolError(f"unsolicited reply from server: {extra.code} {extra.text[:60]!r}", "unsolicited")
         self.queue.extend(replies)
 
     def take(self, count: int) -> list[Reply]:
@@ -241,9 +239,7 @@ class Body:
             self.size = _stream_size(message)
             return
         else:
-            raise TypeError(
-                f"message must be str, bytes, a binary file or an iterable of bytes, not {type(message)}"
-            )
+            raise TypeError(f"message must be str, bytes, a binary file or an iterable of bytes, not {type(message)}")
         self.size = len(self.data)
 
     @property
@@ -280,9 +276,7 @@ class Body:
         encoder = DataEncoder()
         for chunk in self.chunks():
             if check_8bit and not bytes(chunk).isascii():
-                raise SMTPNotSupportedError(
-                    "the message has 8-bit data but the server does not advertise 8BITMIME"
-                )
+                raise SMTPNotSupportedError("the message has 8-bit data but the server does not advertise 8BITMIME")
             out = encoder.feed(chunk)
             if out:
                 yield out
@@ -584,9 +578,7 @@ def auth_operation(
         rounds = 0
     if on_round:
         on_round(rounds)
-    reply = (
-        yield Exchange(line, 1, log=f"AUTH {mechanism}" + (" [redacted]" if initial is not None else ""))
-    )[0]
+    reply = (yield Exchange(line, 1, log=f"AUTH {mechanism}" + (" [redacted]" if initial is not None else "")))[0]
     while reply.code == 334:
         rounds += 1
         if on_round:
@@ -600,9 +592,7 @@ def auth_operation(
             challenge = base64.b64decode(reply.message, validate=True)
         except (binascii.Error, ValueError):
             yield Exchange(b"*\r\n", 1, log="* (cancel AUTH)")
-            raise SMTPAuthenticationError(
-                reply.code, b"server sent an AUTH challenge that is not base64"
-            ) from None
+            raise SMTPAuthenticationError(reply.code, b"server sent an AUTH challenge that is not base64") from None
         answer = respond(challenge)
         encoded = base64.b64encode(answer or b"").decode("ascii")
         reply = (yield Exchange(encoded.encode("ascii") + CRLF, 1, log="[redacted]"))[0]

@@ -134,12 +134,7 @@ class ChunkingSMTP(AioSMTP):
     @syntax("BDAT size [LAST]")
     async def smtp_BDAT(self, arg: str) -> None:
         words = arg.split() if arg else []
-        if (
-            not words
-            or not words[0].isdigit()
-            or len(words) > 2
-            or (len(words) == 2 and words[1].upper() != "LAST")
-        ):
+        if not words or not words[0].isdigit() or len(words) > 2 or (len(words) == 2 and words[1].upper() != "LAST"):
             await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
             return
         size = int(words[0])
@@ -179,9 +174,7 @@ def aiosmtpd_server(
     kwargs.setdefault("authenticator", handler.authenticate)
     kwargs.setdefault("auth_require_tls", False)
     port = free_port()
-    controller = _Controller(
-        handler, chunking=chunking, hostname="127.0.0.1", port=port, ready_timeout=10, **kwargs
-    )
+    controller = _Controller(handler, chunking=chunking, hostname="127.0.0.1", port=port, ready_timeout=10, **kwargs)
     controller.start()
     try:
         yield handler, port

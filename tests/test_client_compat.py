@@ -45,9 +45,7 @@ def test_methods_accept_smtplib_signatures(cls: str) -> None:
                 continue
             assert pname in ours_params, f"{cls}.{name}: parameter {pname} missing"
             if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-                assert list(theirs_params).index(pname) == list(ours_params).index(pname), (
-                    f"{cls}.{name}: {pname}"
-                )
+                assert list(theirs_params).index(pname) == list(ours_params).index(pname), f"{cls}.{name}: {pname}"
             assert ours_params[pname].default == param.default or pname == "timeout", f"{cls}.{name}: {pname}"
 
 
@@ -61,9 +59,7 @@ def test_session_script(mod: ModuleType) -> None:
             assert s.esmtp_features["auth"].split() == ["LOGIN", "PLAIN"]
             assert s.rset() == (250, b"OK")
             assert s.verify("nobody@example.org")[0] == 252
-            refused = s.sendmail(
-                "a@example.org", ["b@example.org", "c@example.org"], "Subject: hi\n\nline\n.dot\n"
-            )
+            refused = s.sendmail("a@example.org", ["b@example.org", "c@example.org"], "Subject: hi\n\nline\n.dot\n")
             assert refused == {}
             assert s.mail("a@example.org") == (250, b"2.1.0 OK")
             assert s.rcpt("d@example.org") == (250, b"2.1.5 OK")
@@ -79,9 +75,7 @@ def test_session_script(mod: ModuleType) -> None:
 def test_partial_and_total_refusal(mod: ModuleType) -> None:
     capture = Capture(refuse={"bad@example.org", "worse@example.org"})
     with aiosmtpd_server(capture) as (_, port), mod.SMTP("127.0.0.1", port, local_hostname="c.example") as s:
-        refused = s.sendmail(
-            "a@example.org", ["ok@example.org", "bad@example.org"], b"Subject: x\r\n\r\ny\r\n"
-        )
+        refused = s.sendmail("a@example.org", ["ok@example.org", "bad@example.org"], b"Subject: x\r\n\r\ny\r\n")
         assert refused == {"bad@example.org": (550, b"5.1.1 <bad@example.org>: no such user")}
         with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
             s.sendmail("a@example.org", ["bad@example.org", "worse@example.org"], b"x")
@@ -164,9 +158,7 @@ def test_results_are_structured() -> None:
         aiosmtpd_server(capture) as (_, port),
         smtpkit.SMTP("127.0.0.1", port, local_hostname="c.example") as s,
     ):
-        result = s.sendmail(
-            "a@example.org", ["ok@example.org", "bad@example.org"], b"Subject: x\r\n\r\ny\r\n"
-        )
+        result = s.sendmail("a@example.org", ["ok@example.org", "bad@example.org"], b"Subject: x\r\n\r\ny\r\n")
         assert isinstance(result, smtpkit.SendResult)
         assert result.accepted == ["ok@example.org"]
         assert result.rcpt_replies["bad@example.org"].enhanced == (5, 1, 1)

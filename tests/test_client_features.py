@@ -129,9 +129,7 @@ def test_lmtp_over_a_unix_socket_gives_one_result_per_recipient() -> None:
     capture = Capture(refuse={"bad@example.org"}, lmtp=True)
     with lmtp_server(capture) as path:
         with smtpkit.LMTP(path, local_hostname="client.example", timeout=5) as s:
-            result = s.sendmail(
-                "a@example.org", ["one@example.org", "bad@example.org", "two@example.org"], MSG
-            )
+            result = s.sendmail("a@example.org", ["one@example.org", "bad@example.org", "two@example.org"], MSG)
             assert set(result) == {"bad@example.org"}
             assert set(result.delivery) == {"one@example.org", "two@example.org"}
             assert all(r.code == 250 for r in result.delivery.values())

@@ -182,9 +182,7 @@ def test_starttls_verified_and_capabilities_reread() -> None:
     ],
     ids=["unknown-ca", "name-mismatch", "expired"],
 )
-def test_starttls_refuses_bad_certificates(
-    names: tuple[str, ...], kwargs: dict, connect_to: str
-) -> None:  # B1
+def test_starttls_refuses_bad_certificates(names: tuple[str, ...], kwargs: dict, connect_to: str) -> None:  # B1
     tls = tls_contexts(*names, **kwargs)
     context = None if connect_to == "system trust" else tls.client
     with aiosmtpd_server(tls_context=tls.server, auth_require_tls=True) as (capture, port):
@@ -388,11 +386,7 @@ def test_envelope_from_header_cannot_smuggle() -> None:  # C4
 
 @pytest.mark.parametrize("seq", [b"\n.\n", b"\r.\r\n", b"\r\n.\r\r\n", b"\r\r\n.\r\r\n"])
 def test_smuggling_sequences_reach_the_server_as_data(seq: bytes) -> None:  # C5 / D1
-    body = (
-        b"Subject: x\r\n\r\nhello"
-        + seq
-        + b"MAIL FROM:<evil@x.org>\r\nRCPT TO:<victim@y.org>\r\nDATA\r\nbad\r\n"
-    )
+    body = b"Subject: x\r\n\r\nhello" + seq + b"MAIL FROM:<evil@x.org>\r\nRCPT TO:<victim@y.org>\r\nDATA\r\nbad\r\n"
     with aiosmtpd_server() as (capture, port), client(port) as s:
         s.sendmail("a@example.org", ["b@example.org"], body)
     [got] = capture.messages

@@ -87,9 +87,7 @@ class TestRules:
     @pytest.mark.parametrize("seq", SCANNER_SEQUENCES)
     @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
     def test_scanner_sequences(self, twin: ModuleType, seq: bytes, kind: type) -> None:  # D1
-        data = (
-            b"Subject: x\r\n\r\nhello" + seq + b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\nbye\r\n"
-        )
+        data = b"Subject: x\r\n\r\nhello" + seq + b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\nbye\r\n"
         wire = twin.encode_data(kind(data))
         check_wire(wire)
         assert unstuff(wire) == normalise(data)

@@ -44,9 +44,7 @@ def test_environment_variable_selects_the_pure_twin(tmp_path: Path) -> None:
 def test_import_stays_light(tmp_path: Path) -> None:
     heavy = ("pandas", "ipywidgets", "jinja2", "matplotlib", "numpy", "dask", "aiosmtpd")
     code = f"import sys, smtpkit; print([m for m in {heavy!r} if m in sys.modules])"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
-    ).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert out.strip() == "[]"
 
 
