@@ -433,7 +433,7 @@ def _auth_script(mechanism: str):  # type: ignore[no-untyped-def]
     return script
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"])
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"])
 def test_no_secret_in_logs_debug_output_or_repr(
     mechanism: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:  # E1, E2
@@ -441,7 +441,7 @@ def test_no_secret_in_logs_debug_output_or_repr(
         s = client(server.port)
         s.set_debuglevel(2)
         with caplog.at_level(logging.DEBUG, logger="smtpkit"):
-            if mechanism == "XOAUTH2":
+            if mechanism in ("XOAUTH2", "OAUTHBEARER"):
                 s.login_oauth2(USER, lambda: PASSWORD)
             else:
                 s.login(USER, PASSWORD)
@@ -449,7 +449,11 @@ def test_no_secret_in_logs_debug_output_or_repr(
         shown = caplog.text + capsys.readouterr().err + repr(s) + repr(vars(s))
         s.close()
     wire = server.wire
-    assert any(secret in wire for secret in _secrets()) or mechanism in ("CRAM-MD5", "XOAUTH2")
+    assert any(secret in wire for secret in _secrets()) or mechanism in ("CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
+    if mechanism == "OAUTHBEARER":  # RFC 7628 GS2 header, host, port and bearer token
+        auth_line = next(line for line in server.conns[0].received if line.startswith(b"AUTH"))
+        sent = base64.b64decode(auth_line.split()[-1])
+        assert sent.startswith(b"n,a=alice,\x01host=127.0.0.1\x01port=") and b"auth=Bearer " in sent
     for secret in _secrets():
         assert secret.decode() not in shown, mechanism
     assert PASSWORD not in shown

@@ -117,3 +117,24 @@ def test_large_message_from_a_file(tmp_path: pytest.TempPathFactory) -> None:
         result = s.sendmail("a@example.org", ["b@example.org"], fh)
         assert result == {} and result.data_reply.code == 250  # type: ignore[union-attr]
         assert result.size == path.stat().st_size
+
+
+def test_dsn_helper_with_a_real_server() -> None:
+    from smtpkit.dsn import dsn, xtext
+
+    assert xtext("a+b=c d") == "a+2Bb+3Dc+20d"
+    rcpts = ["b@example.org", "c@example.org"]
+    mail_options, rcpt_options = dsn(rcpts, notify=("success", "failure"), ret="hdrs", envid="job 42")
+    assert mail_options == ["RET=HDRS", "ENVID=job+2042"]
+    with SmtpSink() as sink, connect(sink) as s:
+        assert s.sendmail("a@example.org", rcpts, MSG, mail_options, rcpt_options) == {}
+    with pytest.raises(ValueError):
+        dsn(rcpts, notify=("never", "success"))
+
+
+def test_message_streamed_from_an_iterator() -> None:
+    chunks = (b"Subject: gen\r\n\r\n", *(b".line %d\n" % i for i in range(1000)))
+    with SmtpSink() as sink, connect(sink) as s:
+        result = s.sendmail("a@example.org", ["b@example.org"], iter(chunks))
+        assert result.data_reply.code == 250  # type: ignore[union-attr]
+        assert result.size is None  # unknown for an iterator: no SIZE= sent
