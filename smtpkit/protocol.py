@@ -328,6 +328,12 @@ def _has_option(options: Iterable[str], name: str) -> bool:
     return any(o.upper() == name or o.upper().startswith(name + "=") for o in options)
 
 
+def _with_result(error: SMTPException, result: SendResult) -> SMTPException:
+    """Attach what is known of the transaction to the exception about to be raised."""
+    error.result = result  # type: ignore[attr-defined]
+    return error
+
+
 def rset_operation() -> Operation:
     """RSET after a failed transaction; a dead connection is fine here (smtplib's _rset)."""
     try:
@@ -448,9 +454,7 @@ def transaction(
         if pipelining and not use_bdat and len(replies) == n + 2 and replies[-1].code == 354:
             yield Exchange(b".\r\n", 1, FINAL)  # a server that took DATA anyway: end it empty
         yield from _abandon(mail_reply)
-        error: SMTPException = SMTPSenderRefused(mail_reply.code, mail_reply.message, sender)
-        error.result = result  # type: ignore[attr-defined]
-        raise error
+        raise _with_result(SMTPSenderRefused(mail_reply.code, mail_reply.message, sender), result)
 
     # RCPT
     for i, rcpt in enumerate(recipients):
@@ -463,9 +467,7 @@ def transaction(
             result[rcpt] = (reply.code, reply.message)
             if reply.code == 421:
                 yield CLOSE
-                error = SMTPRecipientsRefused(dict(result))
-                error.result = result  # type: ignore[attr-defined]
-                raise error
+                raise _with_result(SMTPRecipientsRefused(dict(result)), result)
     accepted = [r for r in recipients if r not in result]
 
     if use_bdat:
@@ -474,9 +476,7 @@ def transaction(
         else:
             if not accepted:
                 yield from rset_operation()
-                error = SMTPRecipientsRefused(dict(result))
-                error.result = result  # type: ignore[attr-defined]
-                raise error
+                raise _with_result(SMTPRecipientsRefused(dict(result)), result)
             payload = body.canonical()
             try:
                 final = (yield Exchange(b"BDAT %d LAST\r\n" % len(payload), 1, FINAL, stream=(payload,)))[0]
@@ -486,14 +486,10 @@ def transaction(
         result.data_reply = final
         if not accepted:
             yield from _abandon(final)
-            error = SMTPRecipientsRefused(dict(result))
-            error.result = result  # type: ignore[attr-defined]
-            raise error
+            raise _with_result(SMTPRecipientsRefused(dict(result)), result)
         if final.code != 250:
             yield from _abandon(final)
-            data_error = SMTPDataError(final.code, final.message)
-            data_error.result = result  # type: ignore[attr-defined]
-            raise data_error
+            raise _with_result(SMTPDataError(final.code, final.message), result)
         return result
 
     # DATA
@@ -503,22 +499,16 @@ def transaction(
         data_reply = (yield Exchange(b"DATA\r\n", 1, DATA_INIT))[0]
     else:
         yield from rset_operation()
-        error = SMTPRecipientsRefused(dict(result))
-        error.result = result  # type: ignore[attr-defined]
-        raise error
+        raise _with_result(SMTPRecipientsRefused(dict(result)), result)
     if not accepted:
         if data_reply.code == 354:  # RFC 2920 3.1: end the empty DATA, then report
             yield Exchange(b".\r\n", 1, FINAL)
         yield from _abandon(data_reply)
-        error = SMTPRecipientsRefused(dict(result))
-        error.result = result  # type: ignore[attr-defined]
-        raise error
+        raise _with_result(SMTPRecipientsRefused(dict(result)), result)
     if data_reply.code != 354:
         result.data_reply = data_reply
         yield from _abandon(data_reply)
-        data_error = SMTPDataError(data_reply.code, data_reply.message)
-        data_error.result = result  # type: ignore[attr-defined]
-        raise data_error
+        raise _with_result(SMTPDataError(data_reply.code, data_reply.message), result)
 
     expected = len(accepted) if lmtp else 1
     try:
@@ -535,17 +525,13 @@ def transaction(
         if all(result.delivery.get(r) is None or result.delivery[r].code != 250 for r in accepted):
             first = next((r for r in finals if r.code != 250), finals[-1])
             yield from _abandon(first)
-            data_error = SMTPDataError(first.code, first.message)
-            data_error.result = result  # type: ignore[attr-defined]
-            raise data_error
+            raise _with_result(SMTPDataError(first.code, first.message), result)
         return result
     final = finals[0]
     result.data_reply = final
     if final.code != 250:
         yield from _abandon(final)
-        data_error = SMTPDataError(final.code, final.message)
-        data_error.result = result  # type: ignore[attr-defined]
-        raise data_error
+        raise _with_result(SMTPDataError(final.code, final.message), result)
     return result
 
 
