@@ -57,6 +57,10 @@ def __getattr__(name: str) -> object:
         from .server import CaptureServer
 
         return CaptureServer
+    if name in ("AsyncSMTP", "send_batch"):
+        from . import aio
+
+        return getattr(aio, name)
     raise AttributeError(f"module 'smtpkit' has no attribute {name!r}")
 
 
@@ -69,6 +73,7 @@ __all__ = [
     "SMTP_PORT",
     "SMTP_SSL",
     "SMTP_SSL_PORT",
+    "AsyncSMTP",
     "Capabilities",
     "CaptureServer",
     "CommandInjectionError",

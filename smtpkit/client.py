@@ -872,45 +872,9 @@ class SMTP:
     ) -> SendResult:
         """Send an :class:`email.message.Message` (smtplib's rules for envelope and Bcc)."""
         self.ehlo_or_helo_if_needed()
-        resent = msg.get_all("Resent-Date")
-        if resent is None:
-            header_prefix = ""
-        elif len(resent) == 1:
-            header_prefix = "Resent-"
-        else:
-            raise ValueError("message has more than one 'Resent-' header block")
-        if from_addr is None:
-            field = header_prefix + "Sender" if (header_prefix + "Sender") in msg else header_prefix + "From"
-            values = msg.get_all(field) or []
-            found = header_addresses(values, field)
-            if not found:
-                raise ValueError(f"no sender address: the message has no usable {field} header")
-            from_addr = found[0]
-        if to_addrs is None:
-            values = []
-            for name in ("To", "Bcc", "Cc"):
-                values.extend(msg.get_all(header_prefix + name) or [])
-            to_addrs = header_addresses(values, "To/Cc/Bcc")
-        msg_copy = copy.copy(msg)
-        del msg_copy["Bcc"]
-        del msg_copy["Resent-Bcc"]
-        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
-        international = not all(a.isascii() for a in (from_addr, *recipients))
-        options = list(_option_list(mail_options))
-        with io.BytesIO() as bytesmsg:
-            if international:
-                if not self.has_extn("smtputf8"):
-                    raise SMTPNotSupportedError(
-                        "One or more source or delivery addresses require internationalized email "
-                        "support, but the server does not advertise the required SMTPUTF8 capability"
-                    )
-                policy = msg.policy.clone(utf8=True)  # type: ignore[call-arg]
-                generator = email.generator.BytesGenerator(bytesmsg, policy=policy)
-                options += ["SMTPUTF8", "BODY=8BITMIME"]
-            else:
-                generator = email.generator.BytesGenerator(bytesmsg)
-            generator.flatten(msg_copy, linesep="\r\n")
-            flat = bytesmsg.getvalue()
+        from_addr, recipients, flat, options = prepare_message(
+            msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")
+        )
         return self.sendmail(from_addr, recipients, flat, options, rcpt_options)
 
     def close(self) -> None:
@@ -1027,6 +991,58 @@ class LMTP(SMTP):
         if self.debuglevel > 0:
             self._print_debug("connect:", reply.message)
         return reply
+
+
+def prepare_message(
+    msg: email.message.Message,
+    from_addr: str | None,
+    to_addrs: str | Sequence[str] | None,
+    mail_options: Sequence[str],
+    smtputf8: bool,
+) -> tuple[str, list[str], bytes, list[str]]:
+    """smtplib's ``send_message`` rules: envelope from the (Resent-) headers, Bcc removed,
+    SMTPUTF8 when an address needs it. Returns ``(sender, recipients, bytes, mail_options)``.
+
+    Addresses taken from headers are parsed strictly: a header that smuggles a line break
+    or holds a malformed address is refused (security.md C4).
+    """
+    resent = msg.get_all("Resent-Date")
+    if resent is None:
+        header_prefix = ""
+    elif len(resent) == 1:
+        header_prefix = "Resent-"
+    else:
+        raise ValueError("message has more than one 'Resent-' header block")
+    if from_addr is None:
+        field = header_prefix + "Sender" if (header_prefix + "Sender") in msg else header_prefix + "From"
+        found = header_addresses(msg.get_all(field) or [], field)
+        if not found:
+            raise ValueError(f"no sender address: the message has no usable {field} header")
+        from_addr = found[0]
+    if to_addrs is None:
+        values: list[object] = []
+        for name in ("To", "Bcc", "Cc"):
+            values.extend(msg.get_all(header_prefix + name) or [])
+        to_addrs = header_addresses(values, "To/Cc/Bcc")
+    msg_copy = copy.copy(msg)
+    del msg_copy["Bcc"]
+    del msg_copy["Resent-Bcc"]
+    recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+    options = list(_option_list(mail_options))
+    with io.BytesIO() as bytesmsg:
+        if not all(a.isascii() for a in (from_addr, *recipients)):
+            if not smtputf8:
+                raise SMTPNotSupportedError(
+                    "One or more source or delivery addresses require internationalized email "
+                    "support, but the server does not advertise the required SMTPUTF8 capability"
+                )
+            policy = msg.policy.clone(utf8=True)  # type: ignore[call-arg]
+            generator = email.generator.BytesGenerator(bytesmsg, policy=policy)
+            options += ["SMTPUTF8", "BODY=8BITMIME"]
+        else:
+            generator = email.generator.BytesGenerator(bytesmsg)
+        generator.flatten(msg_copy, linesep="\r\n")
+        return from_addr, recipients, bytesmsg.getvalue(), options
 
 
 def _tls_error(cls: type[SMTPTLSError], exc: ssl.SSLError, message: str) -> SMTPTLSError:

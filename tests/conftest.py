@@ -13,6 +13,9 @@ import os
 from types import ModuleType
 
 import pytest
+from drivers import make_client
+
+__all__ = ["make_client"]  # the two-driver fixture (tests/drivers.py)
 
 NO_EXT_ENV = os.environ.get("SMTPKIT_NO_EXTENSIONS", "") not in ("", "0")
 

@@ -1,0 +1,686 @@
+"""``AsyncSMTP``: the client's methods as coroutines, on the same sans-I/O core.
+
+No parsing or protocol state lives here: replies go straight from the transport into the
+shared :class:`~smtpkit.protocol.Session`, and every operation (transactions, AUTH) is
+the same generator the blocking client runs. So TLS verification, AUTH redaction,
+pipelining, CHUNKING, deadlines and input checks behave exactly as in ``smtpkit.SMTP``.
+
+It never calls ``asyncio.run`` behind your back: use it with ``await``, including
+top-level ``await`` in a notebook cell while the kernel's loop runs. Host names are
+resolved by the loop, without blocking it. :func:`send_batch` sends many messages over N
+connections concurrently in one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import auth as sasl
+from .address import check_no_controls
+from .client import _QUICKACK, _QUICKACK_AFTER, _addr_only, _is_loopback, _tls_error, prepare_message
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPCertificateError,
+    SMTPConnectError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPInsecureAuthError,
+    SMTPNotSupportedError,
+    SMTPProtocolError,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+    SMTPTLSError,
+    SMTPUnknownOutcome,
+)
+from .esmtp import Capabilities, parse_ehlo
+from .protocol import (
+    COMMAND,
+    FINAL,
+    GREETING,
+    RFC_TIMEOUTS,
+    Body,
+    Exchange,
+    SendResult,
+    Session,
+    _Close,
+    auth_operation,
+    command_line,
+    transaction,
+)
+from .reply import Reply
+
+__all__ = ["AsyncSMTP", "BatchItem", "send_batch"]
+
+log = logging.getLogger("smtpkit.aio")
+
+
+class _Protocol(asyncio.Protocol):
+    """Feeds received bytes into the session; wakes whoever waits for replies."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+        self.error: BaseException | None = None
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.session.receive(data)
+        except SMTPServerDisconnected as exc:  # protocol error or unsolicited 421
+            self.error = exc
+            if self.transport is not None:
+                self.transport.abort()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if exc is not None and self.error is None:
+            self.error = exc
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until more data, EOF or an error arrives."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def drain(self) -> None:
+        if self._paused and not self.closed:
+            self._drain = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+
+class AsyncSMTP:
+    """An asyncio SMTP client with ``smtpkit.SMTP``'s behaviour (coroutine methods).
+
+    ``use_tls=True`` connects with implicit TLS (port 465). Other keyword arguments are
+    those of :class:`smtpkit.SMTP`: ``context``, ``server_hostname``, ``validate_certs``,
+    ``allow_insecure_auth``, ``final_timeout``, ``chunking``.
+    """
+
+    ehlo_msg = "ehlo"
+
+    def __init__(
+        self,
+        hostname: str = "",
+        port: int = 0,
+        *,
+        local_hostname: str | None = None,
+        timeout: float | None = None,
+        source_address: tuple[str, int] | None = None,
+        use_tls: bool = False,
+        context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        validate_certs: bool = True,
+        allow_insecure_auth: bool = False,
+        final_timeout: float | None = None,
+        chunking: bool = True,
+    ) -> None:
+        self.hostname = hostname
+        self.port = port
+        self.local_hostname = local_hostname or socket.getfqdn() or "localhost"
+        self.timeout = timeout
+        self.source_address = source_address
+        self.use_tls = use_tls
+        self.context = context
+        self.server_hostname = server_hostname
+        self.validate_certs = validate_certs
+        self.allow_insecure_auth = allow_insecure_auth
+        self.final_timeout = final_timeout
+        self.chunking = chunking
+        self.esmtp_features: dict[str, str] = {}
+        self.does_esmtp = False
+        self.ehlo_resp: bytes | None = None
+        self.helo_resp: bytes | None = None
+        self.user: str | None = None
+        self.password: sasl.Secret | None = None
+        self.last_result: SendResult | None = None
+        self._session = Session()
+        self._protocol: _Protocol | None = None
+        self._transport: asyncio.Transport | None = None
+        self._closed_by: BaseException | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self._transport is not None else "not connected"
+        user = f" user={self.user!r}" if self.user else ""
+        return f"<AsyncSMTP {self.hostname}:{self.port} {state}{user}>"
+
+    async def __aenter__(self) -> AsyncSMTP:
+        if self._transport is None:
+            await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self._transport is not None:
+                await self.quit()
+        except (SMTPServerDisconnected, SMTPResponseException):
+            pass
+        finally:
+            self.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(self.esmtp_features)
+
+    def _timeout_for(self, phase: str) -> float | None:
+        if phase == FINAL and self.final_timeout is not None:
+            return self.final_timeout
+        if self.timeout is None:
+            return RFC_TIMEOUTS.get(phase, RFC_TIMEOUTS[COMMAND])
+        return self.timeout
+
+    def _not_connected(self) -> SMTPServerDisconnected:
+        if self._closed_by is not None:
+            return SMTPProtocolError(f"the connection was closed after a protocol error: {self._closed_by}", "broken")
+        return SMTPServerDisconnected("not connected: call connect() first")
+
+    def close(self) -> None:
+        """Drop the connection (no QUIT)."""
+        transport = self._transport
+        self._transport = None
+        self._protocol = None
+        self._session = Session()
+        if transport is not None:
+            transport.abort()
+
+    def _check_idle(self) -> None:
+        protocol = self._protocol
+        assert protocol is not None
+        if protocol.error is not None:
+            error = protocol.error
+            self.close()
+            if isinstance(error, SMTPServerDisconnected):
+                self._closed_by = error
+                raise error
+            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {error}")
+        if protocol.closed:
+            self.close()
+            raise SMTPServerDisconnected("Connection closed by the server")
+        try:
+            self._session.check_clean("while idle")
+        except SMTPProtocolError as exc:
+            self.close()
+            self._closed_by = exc
+            raise
+
+    async def _exchange(self, ex: Exchange) -> list[Reply]:
+        transport, protocol = self._transport, self._protocol
+        if transport is None or protocol is None:
+            raise self._not_connected()
+        session = self._session
+        if session.outstanding == 0:
+            self._check_idle()
+        debug = log.isEnabledFor(logging.DEBUG)
+        sent = len(ex.data)
+        try:
+            async with asyncio.timeout(self._timeout_for(COMMAND)):
+                if sent:
+                    if debug:
+                        log.debug("send: %s", ex.log if ex.log is not None else repr(ex.data))
+                    transport.write(ex.data)
+                if ex.stream is not None:
+                    for chunk in ex.stream:
+                        if protocol.closed:
+                            break
+                        transport.write(chunk)
+                        sent += len(chunk)
+                        await protocol.drain()
+                    if debug:
+                        log.debug("send: <%d bytes of message data>", sent - len(ex.data))
+                await protocol.drain()
+        except TimeoutError as exc:
+            self.close()
+            raise SMTPTimeoutError("timed out sending to the server") from exc
+        except SMTPException:
+            raise
+        except Exception:
+            self.close()  # part of the message may be on the wire: the only safe end is a drop
+            raise
+        session.outstanding += ex.replies
+        if _QUICKACK is not None and (sent > _QUICKACK_AFTER or ex.replies > 1):
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                except OSError:
+                    pass
+        return await self._read(ex.replies, ex.phase)
+
+    async def _read(self, count: int, phase: str) -> list[Reply]:
+        session, protocol = self._session, self._protocol
+        got = session.take(count)
+        final = phase == FINAL
+        try:
+            async with asyncio.timeout(self._timeout_for(phase)):
+                while len(got) < count:
+                    assert protocol is not None
+                    if protocol.error is not None:
+                        got.extend(session.take(count - len(got)))
+                        error = protocol.error
+                        self.close()
+                        if isinstance(error, SMTPProtocolError):
+                            self._closed_by = error
+                            if len(got) == count:
+                                return got
+                            if final:
+                                raise SMTPUnknownOutcome(f"the final reply was unreadable: {error}") from error
+                            raise error
+                        if isinstance(error, SMTPServerDisconnected):
+                            raise error
+                        raise SMTPServerDisconnected(f"Connection unexpectedly closed: {error}")
+                    if protocol.closed:
+                        self.close()
+                        if got and got[-1].code == 421:
+                            return got
+                        if final:
+                            raise SMTPUnknownOutcome("Connection closed before the final reply")
+                        raise SMTPServerDisconnected("Connection unexpectedly closed")
+                    await protocol.wait()
+                    got.extend(session.take(count - len(got)))
+        except TimeoutError as exc:
+            self.close()
+            if final:
+                raise SMTPUnknownOutcome("timed out waiting for the final reply; it may have been delivered") from exc
+            raise SMTPTimeoutError(f"timed out waiting for the server's reply ({self._timeout_for(phase)} s)") from exc
+        if log.isEnabledFor(logging.DEBUG):
+            for reply in got:
+                log.debug("reply: %d %s", reply.code, reply.text)
+        return got
+
+    async def _run(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
+        value: list[Reply] | None = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = operation.throw(error) if error is not None else operation.send(value)  # type: ignore[arg-type]
+            except StopIteration as stop:
+                return stop.value
+            error = None
+            value = None
+            if isinstance(op, _Close):
+                self.close()
+                continue
+            try:
+                value = await self._exchange(op)
+            except Exception as exc:
+                error = exc
+
+    async def _command(self, line: bytes, phase: str = COMMAND) -> Reply:
+        replies = await self._run(_single(Exchange(line, 1, phase)))
+        return replies  # type: ignore[no-any-return]
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def connect(self, hostname: str | None = None, port: int | None = None) -> Reply:
+        """Connect (resolving the name without blocking the loop) and read the greeting."""
+        if hostname:
+            self.hostname = hostname
+        if port:
+            self.port = port
+        if not self.port:
+            self.port = 465 if self.use_tls else 25
+        self.close()
+        self._closed_by = None
+        loop = asyncio.get_running_loop()
+        session = self._session = Session()
+        context = self._tls_context() if self.use_tls else None
+        name = self.server_hostname or self.hostname
+        try:
+            async with asyncio.timeout(self._timeout_for(GREETING)):
+                transport, protocol = await loop.create_connection(
+                    lambda: _Protocol(session),
+                    self.hostname,
+                    self.port,
+                    ssl=context,
+                    server_hostname=name if context is not None else None,
+                    local_addr=self.source_address,
+                )
+        except ssl.SSLCertVerificationError as exc:
+            raise _tls_error(SMTPCertificateError, exc, f"certificate verification failed for {name}") from exc
+        except ssl.SSLError as exc:
+            raise _tls_error(SMTPTLSError, exc, f"TLS handshake with {name} failed") from exc
+        except TimeoutError as exc:
+            raise SMTPTimeoutError(f"timed out connecting to {self.hostname}:{self.port}") from exc
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport, self._protocol = transport, protocol  # type: ignore[assignment]
+        session.outstanding += 1
+        reply = (await self._read(1, GREETING))[0]
+        if reply.code != 220:
+            self.close()
+            raise SMTPConnectError(reply.code, reply.message)
+        return reply
+
+    async def ehlo(self, name: str = "") -> Reply:
+        line = command_line(self.ehlo_msg, check_no_controls(name or self.local_hostname, "EHLO name"))
+        self.esmtp_features = {}
+        reply = (await self._command(line)).without_enhanced()
+        self.ehlo_resp = reply.message
+        if reply.code == 250:
+            self.does_esmtp = True
+            self.esmtp_features = parse_ehlo(reply.message)
+        return reply
+
+    async def helo(self, name: str = "") -> Reply:
+        reply = await self._command(command_line("helo", check_no_controls(name or self.local_hostname, "HELO name")))
+        self.helo_resp = reply.message
+        return reply
+
+    async def ehlo_or_helo_if_needed(self) -> None:
+        if self.helo_resp is None and self.ehlo_resp is None:
+            if not 200 <= (await self.ehlo()).code <= 299:
+                reply = await self.helo()
+                if not 200 <= reply.code <= 299:
+                    raise SMTPHeloError(reply.code, reply.message)
+
+    def has_extn(self, opt: str) -> bool:
+        return opt.lower() in self.esmtp_features
+
+    async def noop(self) -> Reply:
+        return await self._command(b"NOOP\r\n")
+
+    async def rset(self) -> Reply:
+        return await self._command(b"RSET\r\n")
+
+    async def verify(self, address: str) -> Reply:
+        return await self._command(command_line("vrfy", _addr_only(check_no_controls(address, "VRFY argument"))))
+
+    async def execute_command(self, verb: str, arg: str = "") -> Reply:
+        """Any other command (checked for injection like the rest)."""
+        return await self._command(command_line(verb, arg))
+
+    async def quit(self) -> Reply:
+        reply = await self._command(b"QUIT\r\n")
+        self.ehlo_resp = self.helo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+        self.close()
+        return reply
+
+    # -- TLS --------------------------------------------------------------------------------
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self.context is not None:
+            return self.context
+        context = ssl.create_default_context()
+        if not self.validate_certs:
+            log.warning("TLS certificate verification is disabled for %s (validate_certs=False)", self.hostname)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def starttls(self, context: ssl.SSLContext | None = None) -> Reply:
+        """STARTTLS with verification; data sent before the handshake is an attack."""
+        await self.ehlo_or_helo_if_needed()
+        if not self.has_extn("starttls"):
+            raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
+        reply = await self._command(b"STARTTLS\r\n")
+        if self._transport is None:
+            raise self._not_connected()
+        if reply.code != 220:
+            raise SMTPResponseException(reply.code, reply.message)
+        try:
+            self._check_idle()  # anything buffered after the 220 is response injection (B4)
+        except SMTPProtocolError as exc:
+            raise SMTPProtocolError(
+                f"the server sent data after STARTTLS before the TLS handshake (possible injection): {exc}",
+                "unsolicited",
+            ) from exc
+        loop = asyncio.get_running_loop()
+        name = self.server_hostname or self.hostname
+        transport, protocol = self._transport, self._protocol
+        assert transport is not None and protocol is not None
+        try:
+            async with asyncio.timeout(self._timeout_for(COMMAND)):
+                tls_transport = await loop.start_tls(
+                    transport, protocol, context or self._tls_context(), server_hostname=name
+                )
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise _tls_error(SMTPCertificateError, exc, f"certificate verification failed for {name}") from exc
+        except ssl.SSLError as exc:
+            self.close()
+            raise _tls_error(SMTPTLSError, exc, f"TLS handshake with {name} failed") from exc
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            self.close()
+            raise SMTPServerDisconnected(f"the TLS handshake with {name} failed: {exc}") from exc
+        if tls_transport is None:
+            self.close()
+            raise SMTPServerDisconnected("the connection closed during the TLS handshake")
+        self._transport = tls_transport  # type: ignore[assignment]
+        self._session.restart()
+        self.ehlo_resp = self.helo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+        return reply
+
+    # -- AUTH ---------------------------------------------------------------------------------
+
+    def _check_auth_transport(self) -> None:
+        transport = self._transport
+        if transport is None:
+            raise self._not_connected()
+        if transport.get_extra_info("sslcontext") is not None or self.allow_insecure_auth:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None and _is_loopback(sock):
+            return
+        raise SMTPInsecureAuthError(
+            f"refusing to send credentials over an unencrypted connection to {self.hostname}:{self.port}; "
+            "call starttls() first or use use_tls=True (pass allow_insecure_auth=True to override)"
+        )
+
+    async def login(self, user: str, password: str, *, initial_response_ok: bool = True) -> Reply:
+        """Log in with the best password mechanism both sides support."""
+        await self.ehlo_or_helo_if_needed()
+        if not self.has_extn("auth"):
+            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        self._check_auth_transport()
+        self.user = sasl.check_credential(user, "user name")
+        self.password = sasl.Secret(sasl.check_credential(password, "password"))
+        advertised = self.capabilities.auth
+        mechanisms = [m for m in sasl.PREFERRED if m in advertised]
+        if not mechanisms:
+            raise SMTPException("No suitable authentication method found.")
+        responders: dict[str, Callable[[bytes | None], bytes]] = {
+            "CRAM-MD5": sasl.cram_md5(user, password),
+            "PLAIN": sasl.plain(user, password),
+            "LOGIN": sasl.login(user, password),
+        }
+        last: SMTPAuthenticationError | None = None
+        for mechanism in mechanisms:
+            respond = responders[mechanism]
+            initial = initial_response_ok and mechanism != "CRAM-MD5"
+            try:
+                result: Reply = await self._run(auth_operation(mechanism, respond, initial_response_ok=initial))
+                return result
+            except SMTPAuthenticationError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def login_oauth2(self, user: str, token: str | Callable[[], str], *, mechanism: str | None = None) -> Reply:
+        """Log in with an OAuth 2 token (XOAUTH2 or OAUTHBEARER)."""
+        await self.ehlo_or_helo_if_needed()
+        self._check_auth_transport()
+        user = sasl.check_credential(user, "user name")
+        advertised = self.capabilities.auth
+        choice = (
+            mechanism.upper() if mechanism else next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in advertised), None)
+        )
+        if choice is None or choice not in advertised:
+            raise SMTPNotSupportedError(f"the server offers no OAuth 2 mechanism (it offers {sorted(advertised)})")
+        if choice == "XOAUTH2":
+            respond = sasl.xoauth2(user, token)
+        else:
+            respond = sasl.oauthbearer(user, token, self.server_hostname or self.hostname, self.port)
+        self.user = user
+        result: Reply = await self._run(auth_operation(choice, respond))
+        return result
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: str | bytes | Any,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] = (),
+    ) -> SendResult:
+        """Send one message; the same rules and results as ``smtpkit.SMTP.sendmail``."""
+        await self.ehlo_or_helo_if_needed()
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        try:
+            result: SendResult = await self._run(
+                transaction(
+                    from_addr,
+                    recipients,
+                    Body(msg),
+                    caps=self.capabilities,
+                    esmtp=self.does_esmtp,
+                    mail_options=mail_options,
+                    rcpt_options=rcpt_options,
+                    chunking=self.chunking,
+                )
+            )
+        except SMTPException as exc:
+            self.last_result = getattr(exc, "result", None)
+            raise
+        self.last_result = result
+        return result
+
+    async def send_message(
+        self,
+        msg: Any,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> SendResult:
+        """Send an ``email.message.Message`` (envelope from its headers, Bcc removed)."""
+        await self.ehlo_or_helo_if_needed()
+        sender, recipients, flat, options = prepare_message(
+            msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")
+        )
+        return await self.sendmail(sender, recipients, flat, options, rcpt_options)
+
+
+def _single(ex: Exchange) -> Generator[Exchange, list[Reply], Reply]:
+    replies = yield ex
+    return replies[0]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One message for :func:`send_batch`."""
+
+    sender: str
+    recipients: Sequence[str]
+    message: bytes | str
+    key: Any = None
+
+
+async def send_batch(
+    items: Iterable[BatchItem | tuple[str, Sequence[str], bytes | str]],
+    hostname: str,
+    port: int = 0,
+    *,
+    connections: int = 4,
+    login: tuple[str, str] | None = None,
+    starttls: bool = False,
+    **client_kwargs: Any,
+) -> list[SendResult | BaseException]:
+    """Send many messages over ``connections`` concurrent connections in this loop.
+
+    Returns one entry per item, in order: its :class:`SendResult`, or the exception that
+    item raised (a refused recipient list, a drop, ...). A dropped connection reconnects
+    for the next item; nothing is retried here (the bulk engine decides that).
+    """
+    queue: asyncio.Queue[tuple[int, BatchItem] | None] = asyncio.Queue()
+    count = 0
+    for index, item in enumerate(items):
+        if not isinstance(item, BatchItem):
+            item = BatchItem(*item)
+        queue.put_nowait((index, item))
+        count = index + 1
+    results: list[SendResult | BaseException | None] = [None] * count
+    workers = max(1, min(connections, count))
+    for _ in range(workers):
+        queue.put_nowait(None)
+
+    async def worker() -> None:
+        client: AsyncSMTP | None = None
+        try:
+            while (job := await queue.get()) is not None:
+                index, item = job
+                try:
+                    if client is None or not client.is_connected:
+                        client = AsyncSMTP(hostname, port, **client_kwargs)
+                        await client.connect()
+                        if starttls:
+                            await client.starttls()
+                        if login is not None:
+                            await client.login(*login)
+                    results[index] = await client.sendmail(item.sender, item.recipients, item.message)
+                except (SMTPException, OSError, ValueError) as exc:
+                    results[index] = exc
+        finally:
+            if client is not None and client.is_connected:
+                try:
+                    await client.quit()
+                except (SMTPException, OSError):
+                    client.close()
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return [r if r is not None else SMTPServerDisconnected("not sent") for r in results]
+
+
+async def _aiter(items: Iterable[Any]) -> AsyncIterator[Any]:  # pragma: no cover - helper for callers
+    for item in items:
+        yield item

@@ -1,0 +1,221 @@
+"""The same behaviour, proven for both drivers (smtpkit.SMTP and smtpkit.AsyncSMTP).
+
+TLS, AUTH, pipelining, CHUNKING, deadlines, redaction and bad input, against real peers.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import smtplib
+import time
+
+import pytest
+from drivers import Factory
+from servers import PASSWORD, USER, Capture, Conn, Scripted, SmtpSink, aiosmtpd_server, tls_contexts
+
+import smtpkit
+from smtpkit.errors import SMTPProtocolError
+
+MSG = b"Subject: drivers\r\n\r\nline\r\n.dot\r\n"
+GREETING = b"220 scripted ESMTP\r\n"
+
+
+def test_send_and_partial_refusal(make_client: Factory) -> None:
+    capture = Capture(refuse={"bad@example.org"})
+    with aiosmtpd_server(capture) as (_, port), make_client("127.0.0.1", port, timeout=5) as c:
+        result = c.sendmail("a@example.org", ["ok@example.org", "bad@example.org"], MSG)
+        assert dict(result) == {"bad@example.org": (550, b"5.1.1 <bad@example.org>: no such user")}
+        assert result.accepted == ["ok@example.org"]
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            c.sendmail("a@example.org", ["bad@example.org"], MSG)
+        assert c.noop()[0] == 250
+    assert capture.messages[0].data == b"Subject: drivers\r\n\r\nline\r\n.dot\r\n"
+
+
+def test_pipelining_and_faults_with_smtp_sink(make_client: Factory) -> None:
+    with SmtpSink() as sink, make_client("127.0.0.1", sink.port, timeout=10) as c:
+        for i in range(50):
+            assert c.sendmail("a@example.org", [f"r{i}@example.org"], MSG) == {}
+    with SmtpSink("-q", ".") as sink:
+        c = make_client("127.0.0.1", sink.port, timeout=10)
+        with pytest.raises(smtpkit.SMTPUnknownOutcome) as info:
+            c.sendmail("a@example.org", ["b@example.org"], MSG)
+        assert info.value.result.rcpt_replies["b@example.org"].code == 250
+    with SmtpSink("-Q", "RCPT") as sink:
+        c = make_client("127.0.0.1", sink.port, timeout=10)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            c.sendmail("a@example.org", ["b@example.org"], MSG)
+        assert refused.value.recipients["b@example.org"][0] == 421
+        assert c.sock is None
+
+
+def test_chunking(make_client: Factory) -> None:
+    with aiosmtpd_server(chunking=True) as (capture, port), make_client("127.0.0.1", port, timeout=5) as c:
+        c.sendmail("a@example.org", ["b@example.org"], b"Subject: x\n\nbare LF")
+    [got] = capture.messages
+    assert got.chunked and got.data == b"Subject: x\r\n\r\nbare LF\r\n"
+
+
+def test_starttls_verification_and_login(make_client: Factory) -> None:
+    tls = tls_contexts("localhost", "127.0.0.1")
+    with aiosmtpd_server(tls_context=tls.server, auth_require_tls=True) as (capture, port):
+        c = make_client("127.0.0.1", port, timeout=5)
+        with pytest.raises(smtpkit.SMTPCertificateError):
+            c.starttls()  # default trust store: trustme's CA is unknown
+        c = make_client("127.0.0.1", port, timeout=5, context=tls.client)
+        c.starttls()
+        assert c.login(USER, PASSWORD)[0] == 235
+        c.sendmail("a@example.org", ["b@example.org"], MSG)
+        c.quit()
+    assert capture.logins == [("PLAIN", PASSWORD.encode())]
+
+
+def test_implicit_tls(make_client: Factory) -> None:
+    tls = tls_contexts("localhost", "127.0.0.1")
+    with aiosmtpd_server(ssl_context=tls.server) as (capture, port):
+        if make_client.__name__ == "blocking":
+            with pytest.raises(smtpkit.SMTPCertificateError):
+                smtpkit.SMTP_SSL("127.0.0.1", port, timeout=5, local_hostname="c")
+            c = smtpkit.SMTP_SSL("127.0.0.1", port, timeout=5, local_hostname="c", context=tls.client)
+        else:
+            with pytest.raises(smtpkit.SMTPCertificateError):
+                make_client("127.0.0.1", port, timeout=5, use_tls=True)
+            c = make_client("127.0.0.1", port, timeout=5, use_tls=True, context=tls.client)
+        c.sendmail("a@example.org", ["b@example.org"], MSG)
+        c.quit()
+    assert len(capture.messages) == 1
+
+
+def test_response_injection_before_handshake(make_client: Factory) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo("STARTTLS")
+        conn.line()
+        conn.send(b"220 Go ahead\r\n250-evil\r\n250 AUTH PLAIN\r\n")
+        conn.rest(timeout=1)
+
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=5)
+        with pytest.raises(SMTPProtocolError):
+            c.starttls()
+        assert c.sock is None
+
+
+def test_no_plaintext_login_to_a_remote_peer(make_client: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("smtpkit.client._is_loopback", lambda sock: False)
+    monkeypatch.setattr("smtpkit.aio._is_loopback", lambda sock: False)
+
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo("AUTH PLAIN LOGIN")
+        conn.rest(timeout=1)
+
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=5)
+        with pytest.raises(smtpkit.SMTPInsecureAuthError):
+            c.login(USER, PASSWORD)
+        c.close()
+    assert b"AUTH" not in server.wire
+
+
+def test_deadline_against_a_slow_drip(make_client: Factory) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.line()
+        for byte in b"250-" + b"x" * 100 + b"\r\n250 ok\r\n":
+            conn.send(bytes([byte]))
+            time.sleep(0.05)
+
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=1.0)
+        start = time.monotonic()
+        with pytest.raises(smtpkit.SMTPTimeoutError):
+            c.noop()
+        assert time.monotonic() - start < 2.0
+
+
+def test_garbage_and_unsolicited_replies(make_client: Factory) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.line()
+        conn.send(b"250 ok\r\n")
+        time.sleep(0.2)
+        conn.send(b"250 surprise\r\n")
+        conn.rest(timeout=1)
+
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=5)
+        assert c.noop() == (250, b"ok")
+        time.sleep(0.5)
+        with pytest.raises(SMTPProtocolError, match="unsolicited"):
+            c.noop()  # the surprise is never taken as this command's reply
+
+
+@pytest.mark.parametrize("payload", ["a@b.org\r\nRCPT TO:<evil@x>", "a\x00@b.org", "a@b.org\rX"])
+def test_bad_input_refused_before_any_byte(make_client: Factory, payload: str) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo("PIPELINING", "AUTH PLAIN")
+        conn.rest(timeout=1)
+
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=5)
+        c.ehlo()
+        before = len(server.wire)
+        for call in (
+            lambda: c.sendmail(payload, ["x@y.org"], MSG),
+            lambda: c.sendmail("x@y.org", [payload], MSG),
+            lambda: c.sendmail("x@y.org", ["z@y.org"], MSG, ["X=" + payload]),
+            lambda: c.ehlo(payload),
+            lambda: c.login(payload, PASSWORD),
+            lambda: c.verify(payload),
+        ):
+            with pytest.raises(ValueError):
+                call()
+        time.sleep(0.1)
+        c.close()
+    assert server.wire[before:] == b""
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_secrets_never_logged(make_client: Factory, mechanism: str, caplog: pytest.LogCaptureFixture) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo(f"AUTH {mechanism}")
+        conn.line()
+        if mechanism == "LOGIN":
+            conn.send(b"334 UGFzc3dvcmQ6\r\n")
+            conn.line()
+        conn.send(b"235 2.7.0 ok\r\n")
+        conn.rest(timeout=1)
+
+    with Scripted(script) as server:
+        with caplog.at_level(logging.DEBUG, logger="smtpkit"):
+            c = make_client("127.0.0.1", server.port, timeout=5)
+            c.login(USER, PASSWORD)
+        shown = caplog.text + repr(c)
+        c.close()
+    assert "[redacted]" in caplog.text
+    for secret in (
+        PASSWORD,
+        base64.b64encode(PASSWORD.encode()).decode(),
+        base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode(),
+    ):
+        assert secret not in shown
+
+
+def test_send_message_uses_headers_and_drops_bcc(make_client: Factory) -> None:
+    import email.message
+
+    msg = email.message.EmailMessage()
+    msg["From"] = "Alice <alice@example.org>"
+    msg["To"] = "bob@example.org"
+    msg["Bcc"] = "eve@example.org"
+    msg["Subject"] = "hi"
+    msg.set_content("hello\n")
+    with aiosmtpd_server() as (capture, port), make_client("127.0.0.1", port, timeout=5) as c:
+        assert c.send_message(msg) == {}
+    [got] = capture.messages
+    assert got.mail_from == "alice@example.org" and sorted(got.rcpt_tos) == ["bob@example.org", "eve@example.org"]
+    assert b"eve@" not in got.data
