@@ -47,10 +47,12 @@ from .protocol import (
     RFC_TIMEOUTS,
     Body,
     Exchange,
+    Outgoing,
     SendResult,
     Session,
     _Close,
     auth_operation,
+    batch,
     command_line,
     transaction,
 )
@@ -257,21 +259,20 @@ class AsyncSMTP:
         debug = log.isEnabledFor(logging.DEBUG)
         sent = len(ex.data)
         try:
-            async with asyncio.timeout(self._timeout_for(COMMAND)):
-                if sent:
-                    if debug:
-                        log.debug("send: %s", ex.log if ex.log is not None else repr(ex.data))
-                    transport.write(ex.data)
-                if ex.stream is not None:
-                    for chunk in ex.stream:
-                        if protocol.closed:
-                            break
-                        transport.write(chunk)
-                        sent += len(chunk)
-                        await protocol.drain()
-                    if debug:
-                        log.debug("send: <%d bytes of message data>", sent - len(ex.data))
-                await protocol.drain()
+            if sent:
+                if debug:
+                    log.debug("send: %s", ex.log if ex.log is not None else repr(ex.data))
+                transport.write(ex.data)
+            if ex.stream is not None:
+                for chunk in ex.stream:
+                    if protocol.closed:
+                        break
+                    transport.write(chunk)
+                    sent += len(chunk)
+                    await self._drain(protocol)
+                if debug:
+                    log.debug("send: <%d bytes of message data>", sent - len(ex.data))
+            await self._drain(protocol)
         except TimeoutError as exc:
             self.close()
             raise SMTPTimeoutError("timed out sending to the server") from exc
@@ -290,9 +291,17 @@ class AsyncSMTP:
                     pass
         return await self._read(ex.replies, ex.phase)
 
+    async def _drain(self, protocol: _Protocol) -> None:
+        """Wait for the transport's buffer to drain, within the command deadline."""
+        if protocol._paused:  # only then is there anything to wait for (no timer otherwise)
+            async with asyncio.timeout(self._timeout_for("data_block")):
+                await protocol.drain()
+
     async def _read(self, count: int, phase: str) -> list[Reply]:
         session, protocol = self._session, self._protocol
         got = session.take(count)
+        if len(got) == count and protocol is not None and protocol.error is None:
+            return got  # already here: no deadline to arm
         final = phase == FINAL
         try:
             async with asyncio.timeout(self._timeout_for(phase)):
@@ -581,7 +590,7 @@ class AsyncSMTP:
                 transaction(
                     from_addr,
                     recipients,
-                    Body(msg),
+                    msg if isinstance(msg, Body) else Body(msg),
                     caps=self.capabilities,
                     esmtp=self.does_esmtp,
                     mail_options=mail_options,
@@ -594,6 +603,41 @@ class AsyncSMTP:
             raise
         self.last_result = result
         return result
+
+    async def send_many(
+        self,
+        messages: Iterable[Outgoing | tuple[str, Sequence[str], Any]],
+        *,
+        on_result: Callable[[int, SendResult | BaseException], None] | None = None,
+    ) -> list[SendResult | BaseException]:
+        """Many messages on this connection, one round trip each (see ``SMTP.send_many``)."""
+        await self.ehlo_or_helo_if_needed()
+        items = [m if isinstance(m, Outgoing) else Outgoing(m[0], m[1], Body(m[2])) for m in messages]
+        results: list[SendResult | BaseException | None] = [None] * len(items)
+
+        def record(index: int, outcome: SendResult | BaseException) -> None:
+            results[index] = outcome
+            if on_result is not None:
+                on_result(index, outcome)
+
+        caps = self.capabilities
+        if self.does_esmtp and caps.pipelining and not (caps.chunking and self.chunking):
+            await self._run(batch(items, caps=caps, on_result=record))
+        else:
+            for index, item in enumerate(items):
+                if not self.is_connected:
+                    break
+                try:
+                    outcome = await self.sendmail(
+                        item.sender, item.recipients, item.body, item.mail_options, item.rcpt_options
+                    )
+                    record(index, outcome)
+                except (SMTPException, ValueError, TypeError) as exc:
+                    record(index, exc)
+        return [
+            r if r is not None else SMTPServerDisconnected("not attempted: the connection was lost before it")
+            for r in results
+        ]
 
     async def send_message(
         self,
@@ -638,46 +682,60 @@ async def send_batch(
 ) -> list[SendResult | BaseException]:
     """Send many messages over ``connections`` concurrent connections in this loop.
 
+    Each connection pipelines its share of the messages, one round trip per message.
     Returns one entry per item, in order: its :class:`SendResult`, or the exception that
-    item raised (a refused recipient list, a drop, ...). A dropped connection reconnects
-    for the next item; nothing is retried here (the bulk engine decides that).
+    item got. A connection that fails reconnects for the items it had not started; an
+    item is never sent twice by this function (an item whose outcome is unknown stays
+    :class:`SMTPUnknownOutcome`; retry policy belongs to the bulk engine).
     """
-    queue: asyncio.Queue[tuple[int, BatchItem] | None] = asyncio.Queue()
-    count = 0
-    for index, item in enumerate(items):
-        if not isinstance(item, BatchItem):
-            item = BatchItem(*item)
-        queue.put_nowait((index, item))
-        count = index + 1
-    results: list[SendResult | BaseException | None] = [None] * count
-    workers = max(1, min(connections, count))
-    for _ in range(workers):
-        queue.put_nowait(None)
+    all_items = [item if isinstance(item, BatchItem) else BatchItem(*item) for item in items]
+    results: list[SendResult | BaseException | None] = [None] * len(all_items)
+    workers = max(1, min(connections, len(all_items)))
 
-    async def worker() -> None:
-        client: AsyncSMTP | None = None
-        try:
-            while (job := await queue.get()) is not None:
-                index, item = job
-                try:
-                    if client is None or not client.is_connected:
-                        client = AsyncSMTP(hostname, port, **client_kwargs)
-                        await client.connect()
-                        if starttls:
-                            await client.starttls()
-                        if login is not None:
-                            await client.login(*login)
-                    results[index] = await client.sendmail(item.sender, item.recipients, item.message)
-                except (SMTPException, OSError, ValueError) as exc:
-                    results[index] = exc
-        finally:
-            if client is not None and client.is_connected:
-                try:
+    async def worker(indexes: list[int]) -> None:
+        stalls = 0
+        while indexes:
+            client = AsyncSMTP(hostname, port, **client_kwargs)
+            try:
+                await client.connect()
+                if starttls:
+                    await client.starttls()
+                if login is not None:
+                    await client.login(*login)
+                outgoing = [
+                    Outgoing(all_items[i].sender, all_items[i].recipients, Body(all_items[i].message)) for i in indexes
+                ]
+                finished: set[int] = set()
+
+                def record(
+                    position: int,
+                    outcome: SendResult | BaseException,
+                    share: list[int] = indexes,
+                    done: set[int] = finished,
+                ) -> None:
+                    results[share[position]] = outcome
+                    done.add(position)
+
+                await client.send_many(outgoing, on_result=record)
+                if client.is_connected:
                     await client.quit()
-                except (SMTPException, OSError):
-                    client.close()
+            except (SMTPException, OSError) as exc:  # could not connect or log in
+                finished = set()
+                for i in indexes:
+                    results[i] = exc
+                return
+            finally:
+                client.close()
+            remaining = [i for pos, i in enumerate(indexes) if pos not in finished]
+            stalls = stalls + 1 if len(remaining) == len(indexes) else 0
+            if stalls >= 2:  # reconnecting makes no progress: report instead of looping
+                for i in remaining:
+                    results[i] = SMTPServerDisconnected("not sent: the server keeps closing the connection")
+                return
+            indexes = remaining
 
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    shares = [list(range(w, len(all_items), workers)) for w in range(workers)]
+    await asyncio.gather(*(worker(share) for share in shares))
     return [r if r is not None else SMTPServerDisconnected("not sent") for r in results]
 
 

@@ -40,7 +40,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import auth as sasl
@@ -69,10 +69,12 @@ from .protocol import (
     RFC_TIMEOUTS,
     Body,
     Exchange,
+    Outgoing,
     SendResult,
     Session,
     _Close,
     auth_operation,
+    batch,
     command_line,
     transaction,
 )
@@ -840,7 +842,7 @@ class SMTP:
         holding the whole message in memory. Raises smtplib's exceptions in smtplib's cases.
         """
         self.ehlo_or_helo_if_needed()
-        body = Body(msg)
+        body = msg if isinstance(msg, Body) else Body(msg)
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         try:
             result: SendResult = self._run(
@@ -876,6 +878,49 @@ class SMTP:
             msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")
         )
         return self.sendmail(from_addr, recipients, flat, options, rcpt_options)
+
+    def send_many(
+        self,
+        messages: Iterable[Outgoing | tuple[str, Sequence[str], Any]],
+        *,
+        on_result: Callable[[int, SendResult | BaseException], None] | None = None,
+    ) -> list[SendResult | BaseException]:
+        """Send many messages on this connection, one round trip per message when pipelining.
+
+        Each message's content goes out with the next message's MAIL/RCPT/DATA (RFC 2920
+        3.1), so 2 KB messages need one round trip each instead of two. Returns one entry
+        per message, in order: its :class:`SendResult` or the exception it got (a refusal,
+        :class:`SMTPUnknownOutcome`, or :class:`SMTPServerDisconnected` "not attempted"
+        for messages never started because the connection failed). ``on_result`` is
+        called as each outcome becomes known.
+        """
+        self.ehlo_or_helo_if_needed()
+        items = [m if isinstance(m, Outgoing) else Outgoing(m[0], m[1], Body(m[2])) for m in messages]
+        results: list[SendResult | BaseException | None] = [None] * len(items)
+
+        def record(index: int, outcome: SendResult | BaseException) -> None:
+            results[index] = outcome
+            if on_result is not None:
+                on_result(index, outcome)
+
+        caps = self.capabilities
+        if self.does_esmtp and caps.pipelining and not (caps.chunking and self.chunking) and not isinstance(self, LMTP):
+            self._run(batch(items, caps=caps, on_result=record))
+        else:  # without PIPELINING, or with BDAT (already one round trip), or LMTP
+            for index, item in enumerate(items):
+                if self.sock is None:
+                    break
+                try:
+                    body = item.body
+                    record(
+                        index, self.sendmail(item.sender, item.recipients, body, item.mail_options, item.rcpt_options)
+                    )
+                except (SMTPException, ValueError, TypeError) as exc:
+                    record(index, exc)
+        return [
+            r if r is not None else SMTPServerDisconnected("not attempted: the connection was lost before it")
+            for r in results
+        ]
 
     def close(self) -> None:
         """Close the connection (no QUIT)."""

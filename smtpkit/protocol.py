@@ -45,9 +45,11 @@ __all__ = [
     "CRLF",
     "Body",
     "Exchange",
+    "Outgoing",
     "SendResult",
     "Session",
     "auth_operation",
+    "batch",
     "command_line",
     "rset_operation",
     "transaction",
@@ -585,3 +587,155 @@ def auth_operation(
     if reply.code in (235, 503):
         return reply
     raise SMTPAuthenticationError(reply.code, reply.message)
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One message for :func:`batch`: envelope, content and options."""
+
+    sender: str
+    recipients: Sequence[str]
+    body: Body
+    mail_options: Sequence[str] = ()
+    rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] = ()
+
+
+def _prepare(item: Outgoing, caps: Capabilities) -> tuple[bytes, list[str], SendResult]:
+    """The MAIL/RCPT lines for one message, checked exactly as :func:`transaction` checks them."""
+    probe = transaction(
+        item.sender,
+        item.recipients,
+        item.body,
+        caps=caps,
+        esmtp=True,
+        mail_options=item.mail_options,
+        rcpt_options=item.rcpt_options,
+        chunking=False,
+    )
+    first = next(probe)  # validation and encoding happen before the first yield
+    probe.close()
+    assert isinstance(first, Exchange) and caps.pipelining
+    lines = first.data.split(b"\r\n")[:-2]  # MAIL, RCPT..., (DATA dropped)
+    result = SendResult(item.sender, list(item.recipients))
+    result.size = item.body.size
+    return b"".join(line + CRLF for line in lines), list(item.recipients), result
+
+
+def batch(
+    items: Iterable[Outgoing],
+    *,
+    caps: Capabilities,
+    on_result: Callable[[int, SendResult | BaseException], None],
+) -> Generator[Exchange | _Close, list[Reply], int]:
+    """Many messages over one pipelining connection, one round trip per message.
+
+    RFC 2920 3.1 lets a message's content open the next group, so each write carries the
+    previous message's content and the next message's MAIL, RCPTs and DATA; every reply
+    is checked and attributed to its message. ``on_result(index, result_or_error)`` is
+    called for each message as soon as its outcome is known (an error is one of
+    smtplib's exceptions with ``.result``). A message whose content was sent but whose
+    final reply never came gets :class:`SMTPUnknownOutcome`; messages not yet started
+    when the connection fails are left for the caller (the count of finished messages
+    is returned). After a failed transaction an RSET opens the next group.
+    """
+    pending: tuple[int, SendResult, Body] | None = None  # accepted for DATA, content not yet sent
+    need_rset = False
+    done = 0
+    iterator = iter(items)
+    index = -1
+    while True:
+        nxt = next(iterator, None)
+        if nxt is not None:
+            index += 1
+            try:
+                head, recipients, result = _prepare(nxt, caps)
+            except (SMTPException, ValueError, TypeError) as exc:
+                on_result(index, exc)
+                done += 1
+                continue
+        if pending is None and nxt is None:
+            return done
+        parts: list[bytes] = []
+        stream: list[bytes] = []
+        expected = 0
+        if pending is not None:
+            stream = list(pending[2].data_stream(False))
+            expected += 1
+        if nxt is not None:
+            if need_rset:
+                parts.append(b"RSET\r\n")
+                expected += 1
+            parts.append(head + b"DATA\r\n")
+            expected += 2 + len(recipients)
+        try:
+            replies = yield Exchange(b"", expected, FINAL if pending is not None else COMMAND, stream=[*stream, *parts])
+        except SMTPServerDisconnected as exc:
+            if pending is not None:
+                unknown = exc if isinstance(exc, SMTPUnknownOutcome) else SMTPUnknownOutcome(str(exc))
+                unknown.result = pending[1]
+                on_result(pending[0], unknown)
+                done += 1
+            return done  # the current message was not started: the caller retries it
+        position = 0
+        if pending is not None:
+            final = replies[0]
+            position = 1
+            pidx, presult, _ = pending
+            presult.data_reply = final
+            pending = None
+            if final.code == 250:
+                on_result(pidx, presult)
+            else:
+                on_result(pidx, _with_result(SMTPDataError(final.code, final.message), presult))
+                need_rset = True
+            done += 1
+            if final.code == 421 or len(replies) < expected:
+                yield CLOSE
+                return done
+        if nxt is None:
+            return done
+        if need_rset:
+            position += 1  # the RSET's reply
+            need_rset = False
+        mine = replies[position:]
+        if len(mine) < 2 + len(recipients):  # the server said 421 part-way and closed
+            if mine:
+                result.mail_reply = mine[0]
+                for rcpt, reply in zip(recipients, mine[1:], strict=False):
+                    result.rcpt_replies[rcpt] = reply
+                    if reply.code not in (250, 251):
+                        result[rcpt] = (reply.code, reply.message)
+                if mine[0].code != 250:
+                    early: SMTPException = SMTPSenderRefused(mine[0].code, mine[0].message, nxt.sender)
+                else:
+                    early = SMTPRecipientsRefused(dict(result))
+                on_result(index, _with_result(early, result))
+                done += 1
+            yield CLOSE
+            return done
+        mail_reply, rcpt_replies, data_reply = mine[0], mine[1:-1], mine[-1]
+        result.mail_reply = mail_reply
+        for rcpt, reply in zip(recipients, rcpt_replies, strict=True):
+            result.rcpt_replies[rcpt] = reply
+            if reply.code not in (250, 251):
+                result[rcpt] = (reply.code, reply.message)
+        if mail_reply.code == 250 and len(result) < len(recipients) and data_reply.code == 354:
+            pending = (index, result, nxt.body)
+            continue
+        # this message failed before its content: report it, end any open DATA, RSET next time
+        error: SMTPException
+        if mail_reply.code != 250:
+            error = SMTPSenderRefused(mail_reply.code, mail_reply.message, nxt.sender)
+        elif len(result) == len(recipients):
+            error = SMTPRecipientsRefused(dict(result))
+        else:
+            result.data_reply = data_reply
+            error = SMTPDataError(data_reply.code, data_reply.message)
+        on_result(index, _with_result(error, result))
+        done += 1
+        need_rset = True
+        if 421 in (mail_reply.code, data_reply.code) or any(r.code == 421 for r in rcpt_replies):
+            yield CLOSE
+            return done
+        if data_reply.code == 354:  # the server took DATA anyway: end it empty
+            yield Exchange(b".\r\n", 1, FINAL)

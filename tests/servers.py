@@ -61,6 +61,14 @@ class Capture:
     refuse: set[str] = field(default_factory=set)
     logins: list[tuple[str, bytes]] = field(default_factory=list)
     lmtp: bool = False  # answer DATA once per recipient (RFC 2033)
+    pipelining: bool = False  # advertise PIPELINING (aiosmtpd handles pipelined input anyway)
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        extra = ["250-PIPELINING"] if self.pipelining else []
+        return [*responses[:-1], *extra, responses[-1]]
 
     async def handle_MAIL(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]

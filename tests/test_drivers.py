@@ -219,3 +219,34 @@ def test_send_message_uses_headers_and_drops_bcc(make_client: Factory) -> None:
     [got] = capture.messages
     assert got.mail_from == "alice@example.org" and sorted(got.rcpt_tos) == ["bob@example.org", "eve@example.org"]
     assert b"eve@" not in got.data
+
+
+def test_send_many_pipelines_and_attributes_every_outcome(make_client: Factory) -> None:
+    capture = Capture(refuse={"bad@example.org"}, pipelining=True)
+    rcpts = ["one@example.org", "bad@example.org", "two@example.org", "three@example.org"]
+    with aiosmtpd_server(capture) as (_, port), make_client("127.0.0.1", port, timeout=5) as c:
+        c.ehlo()
+        assert c.capabilities.pipelining and not c.capabilities.chunking
+        seen: list[int] = []
+        results = c.send_many(
+            [("a@example.org", [r], b"Subject: %d\r\n\r\nx\r\n" % i) for i, r in enumerate(rcpts)],
+            on_result=lambda i, r: seen.append(i),
+        )
+        assert isinstance(results[1], smtplib.SMTPRecipientsRefused)
+        assert [isinstance(r, smtpkit.SendResult) for r in results] == [True, False, True, True]
+        assert sorted(seen) == [0, 1, 2, 3]
+        assert c.noop()[0] == 250  # still in sync
+    assert [m.rcpt_tos for m in capture.messages] == [["one@example.org"], ["two@example.org"], ["three@example.org"]]
+    assert [m.data.split(b"\r\n")[0] for m in capture.messages] == [b"Subject: 0", b"Subject: 2", b"Subject: 3"]
+
+
+def test_send_many_with_smtp_sink_and_a_drop_after_the_dot(make_client: Factory) -> None:
+    items = [("a@example.org", ["b@example.org"], MSG)] * 200
+    with SmtpSink() as sink, make_client("127.0.0.1", sink.port, timeout=10) as c:
+        assert all(isinstance(r, smtpkit.SendResult) and r.data_reply.code == 250 for r in c.send_many(items))
+    with SmtpSink("-q", ".") as sink:
+        c = make_client("127.0.0.1", sink.port, timeout=10)
+        results = c.send_many(items[:5])
+        assert isinstance(results[0], smtpkit.SMTPUnknownOutcome)  # its content went out: unknown
+        assert all(type(r) is smtpkit.SMTPServerDisconnected and "not attempted" in str(r) for r in results[2:])
+        c.close()
