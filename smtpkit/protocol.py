@@ -667,8 +667,13 @@ def batch(
                 expected += 1
             parts.append(head + b"DATA\r\n")
             expected += 2 + len(recipients)
+        chunks = [*stream, *parts]
+        phase = FINAL if pending is not None else COMMAND
         try:
-            replies = yield Exchange(b"", expected, FINAL if pending is not None else COMMAND, stream=[*stream, *parts])
+            if sum(map(len, chunks)) <= STREAM_CHUNK:  # one write (one syscall) for the common case
+                replies = yield Exchange(b"".join(chunks), expected, phase)
+            else:
+                replies = yield Exchange(b"", expected, phase, stream=chunks)
         except SMTPServerDisconnected as exc:
             if pending is not None:
                 unknown = exc if isinstance(exc, SMTPUnknownOutcome) else SMTPUnknownOutcome(str(exc))
