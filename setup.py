@@ -101,6 +101,7 @@ def extensions() -> list[Extension]:
     ext = Extension(
         "smtpkit._speedups",
         ["src_ext/_speedups.pyx"],
+        depends=["src_ext/_hotpath.h"],  # the SIMD kernels: rebuild when it changes, ship in sdists
         extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
     )
     return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)

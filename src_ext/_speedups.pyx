@@ -4,6 +4,10 @@
 The pure module is the specification; this one must behave identically for every input
 and every chunking (the test suite and the fuzz harness check it). Exceptions and the
 Reply type are defined once in Python and imported here.
+
+The byte scanning itself is C, in ``_hotpath.h`` (SSE2 on x86-64, NEON on ARM, a
+portable fallback elsewhere or with ``-DSMTPKIT_NO_SIMD``); this module does the rest:
+state, limits, Python objects and errors.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, _PyBytes_Resize
@@ -12,8 +16,9 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.type cimport PyType_GenericAlloc
-from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcpy
+
+cimport cython
 
 import sys
 
@@ -32,6 +37,35 @@ from smtpkit.errors import (
 )
 from smtpkit.reply import Reply
 
+
+cdef extern from "_hotpath.h":
+    const char* sk_simd_name
+    ctypedef struct sk_enc_state:
+        Py_ssize_t i
+        Py_ssize_t o
+        Py_ssize_t ls
+        Py_ssize_t err
+    enum:
+        SK_OK
+        SK_NUL
+        SK_LONG
+        SK_OUT_SLACK
+        SK_MALFORMED
+        SK_CODE_RANGE
+    int sk_reply_code(const unsigned char* s, Py_ssize_t n) nogil
+    void sk_copy_short(unsigned char* d, const unsigned char* s, Py_ssize_t k) nogil
+    ctypedef struct sk_ctl_iter:
+        pass
+    void sk_ctl_init(sk_ctl_iter* it, const unsigned char* p, Py_ssize_t n) nogil
+    Py_ssize_t sk_ctl_next(sk_ctl_iter* it, Py_ssize_t start) nogil
+    int sk_encode_scan(const unsigned char* p, Py_ssize_t n, Py_ssize_t limit,
+                       sk_enc_state* st) nogil
+    int sk_encode(const unsigned char* p, Py_ssize_t n, Py_ssize_t limit, unsigned char* out,
+                  sk_enc_state* st) nogil
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 __all__ = [
     "ReplyParser",
     "DataEncoder",
@@ -41,6 +75,8 @@ __all__ = [
     "MAX_REPLY_LINES",
     "MAX_DATA_LINE_LENGTH",
 ]
+
+_SIMD = (<bytes>sk_simd_name).decode("ascii")  # which build of _hotpath.h: sse2, neon, scalar
 
 cdef object _Reply = Reply
 # Filling a freshly allocated tuple subtype directly is the fastest way to build a Reply;
@@ -141,69 +177,108 @@ cdef class ReplyParser:
     def feed(self, data):
         """Add received bytes; return every reply they complete, in order."""
         cdef const unsigned char* p
-        cdef const unsigned char* lf
-        cdef Py_ssize_t n, pos, k, m
-        cdef Py_ssize_t limit = self.max_line_length
+        cdef Py_ssize_t n
         cdef object keep
         cdef list replies = []
         if self._error is not None:
             raise parser_broken(self._error)
         keep = _get_buffer(data, &p, &n)
         try:
-            pos = 0
-            if self._blen:
-                lf = <const unsigned char*>memchr(p, 0x0A, n)
-                if lf == NULL:
-                    if self._blen + n >= limit:
-                        raise reply_error("line-too-long", limit=limit)
-                    memcpy(self._buf + self._blen, p, n)
-                    self._blen += n
-                    return replies
-                k = lf - p + 1
-                if self._blen + k > limit:
-                    raise reply_error("line-too-long", limit=limit)
-                memcpy(self._buf + self._blen, p, k)
-                self._line(self._buf, self._blen + k, replies)
-                self._blen = 0
-                pos = k
-            while pos < n:
-                m = n - pos
-                if m > limit:
-                    m = limit
-                lf = <const unsigned char*>memchr(p + pos, 0x0A, m)
-                if lf == NULL:
-                    if n - pos >= limit:
-                        raise reply_error("line-too-long", limit=limit)
-                    memcpy(self._buf, p + pos, n - pos)
-                    self._blen = n - pos
-                    break
-                k = lf - (p + pos) + 1
-                self._line(p + pos, k, replies)
-                pos += k
+            self._feed(p, n, replies)
         except SMTPProtocolError as exc:
             exc.replies = replies
             self._error = exc
             raise
         return replies
 
-    cdef int _line(self, const unsigned char* line, Py_ssize_t size, list replies) except -1:
+    @cython.final
+    cdef int _feed(self, const unsigned char* p, Py_ssize_t n, list replies) except -1:
+        cdef const unsigned char* lf
+        cdef Py_ssize_t pos = 0, j, k, m
+        cdef Py_ssize_t limit = self.max_line_length
+        cdef sk_ctl_iter ctl
+        if self._blen:
+            # the end of a line that began in an earlier chunk: assemble it in _buf
+            lf = <const unsigned char*>memchr(p, 0x0A, n)
+            if lf == NULL:
+                if self._blen + n >= limit:
+                    raise reply_error("line-too-long", limit=limit)
+                memcpy(self._buf + self._blen, p, n)
+                self._blen += n
+                return 0
+            k = lf - p + 1
+            if self._blen + k > limit:
+                raise reply_error("line-too-long", limit=limit)
+            memcpy(self._buf + self._blen, p, k)
+            self._line_checked(self._buf, self._blen + k, replies)
+            self._blen = 0
+            pos = k
+        sk_ctl_init(&ctl, p, n)
+        while pos < n:
+            # Fast path: one scan finds the first control character other than TAB. On a
+            # good line that is its end (LF, or CR LF), and the text is known to be clean.
+            j = sk_ctl_next(&ctl, pos)
+            if j < n:
+                if p[j] == 0x0A:
+                    k = j + 1 - pos
+                elif p[j] == 0x0D and j + 1 < n and p[j + 1] == 0x0A:
+                    k = j + 2 - pos
+                else:
+                    k = 0  # anything else: the slow path below decides
+                if k:
+                    if k > limit:
+                        raise reply_error("line-too-long", limit=limit)
+                    self._line(p + pos, j - pos, k, replies)
+                    pos += k
+                    continue
+                # A control character inside the line, or a CR ending the chunk: find the
+                # LF (none before j) and let the full check report the fault in order.
+                m = n - pos
+                if m > limit:
+                    m = limit
+                lf = NULL
+                if j - pos < m:
+                    lf = <const unsigned char*>memchr(p + j, 0x0A, m - (j - pos))
+                if lf != NULL:
+                    k = lf - (p + pos) + 1
+                    self._line_checked(p + pos, k, replies)
+                    pos += k
+                    continue
+            # no LF: a partial line, kept for the next chunk
+            if n - pos >= limit:
+                raise reply_error("line-too-long", limit=limit)
+            memcpy(self._buf, p + pos, n - pos)
+            self._blen = n - pos
+            break
+        return 0
+
+    @cython.final
+    cdef int _line_checked(self, const unsigned char* line, Py_ssize_t size, list replies) except -1:
+        """A line of ``size`` bytes ending in LF, that may hold anything."""
         cdef Py_ssize_t n = size - 1          # without the LF
-        cdef Py_ssize_t i, a, b
-        cdef int code
+        cdef Py_ssize_t i
         cdef unsigned char c
-        cdef bint last
         if n and line[n - 1] == 0x0D:
             n -= 1
-        if (n < 3 or not (0x30 <= line[0] <= 0x39) or not (0x30 <= line[1] <= 0x39)
-                or not (0x30 <= line[2] <= 0x39) or (n > 3 and line[3] != 0x20 and line[3] != 0x2D)):
-            raise reply_error("malformed", PyBytes_FromStringAndSize(<char*>line, n))
-        code = (line[0] - 0x30) * 100 + (line[1] - 0x30) * 10 + (line[2] - 0x30)
-        if code < 200 or code >= 600:
-            raise reply_error("code-range", PyBytes_FromStringAndSize(<char*>line, n))
-        for i in range(4, n):
+        for i in range(4, n):  # the text
             c = line[i]
             if (c < 0x20 and c != 0x09) or c == 0x7F:
-                raise reply_error("control-char", PyBytes_FromStringAndSize(<char*>line, n))
+                if sk_reply_code(line, n) >= 0:  # "malformed" and "code-range" come first
+                    raise reply_error("control-char", PyBytes_FromStringAndSize(<char*>line, n))
+                break
+        return self._line(line, n, size, replies)
+
+    @cython.final
+    cdef int _line(self, const unsigned char* line, Py_ssize_t n, Py_ssize_t size,
+                   list replies) except -1:
+        """A line whose text holds no control character but TAB: ``n`` bytes without the
+        line ending, ``size`` with it."""
+        cdef Py_ssize_t a, b
+        cdef int code = sk_reply_code(line, n)
+        cdef bint last
+        if code < 0:
+            raise reply_error("malformed" if code == SK_MALFORMED else "code-range",
+                              PyBytes_FromStringAndSize(<char*>line, n))
         if self._code and code != self._code:
             raise reply_error("mixed-codes", PyBytes_FromStringAndSize(<char*>line, n))
         self._code = code
@@ -236,7 +311,8 @@ cdef class ReplyParser:
             self._tlen = 0
         return 0
 
-    cdef int _append_text(self, const unsigned char* s, Py_ssize_t k, bint sep) except -1:
+    @cython.final
+    cdef inline int _append_text(self, const unsigned char* s, Py_ssize_t k, bint sep) except -1:
         cdef Py_ssize_t need = self._tlen + k + 1
         cdef Py_ssize_t cap
         cdef char* grown
@@ -252,7 +328,7 @@ cdef class ReplyParser:
         if sep:
             self._text[self._tlen] = 0x0A
             self._tlen += 1
-        memcpy(self._text + self._tlen, s, k)
+        sk_copy_short(<unsigned char*>self._text + self._tlen, s, k)
         self._tlen += k
         return 0
 
@@ -263,37 +339,16 @@ cdef class ReplyParser:
 
 cdef struct EncState:
     bint last_cr        # the previous byte was a CR, already sent as CRLF
-    bint bol            # the next byte starts a line
+    bint bol            # the next byte starts a line (line_start == offset)
     bint started        # any output yet
     Py_ssize_t line_start
     Py_ssize_t offset
 
 
-cdef inline bint _has_special(uint64_t v) noexcept nogil:
-    # a byte equal to NUL, LF or CR somewhere in the word (exact, no false positives)
-    cdef uint64_t lo = 0x0101010101010101ULL
-    cdef uint64_t hi = 0x8080808080808080ULL
-    cdef uint64_t a = v
-    cdef uint64_t b = v ^ 0x0A0A0A0A0A0A0A0AULL
-    cdef uint64_t c = v ^ 0x0D0D0D0D0D0D0D0DULL
-    return (((a - lo) & ~a) | ((b - lo) & ~b) | ((c - lo) & ~c)) & hi != 0
-
-
-cdef inline Py_ssize_t _run_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    """Index of the first NUL, LF or CR at or after ``i`` (or ``n``)."""
-    cdef uint64_t v
-    cdef unsigned char c
-    while i + 8 <= n:
-        memcpy(&v, p + i, 8)
-        if _has_special(v):
-            break
-        i += 8
-    while i < n:
-        c = p[i]
-        if c == 0x0D or c == 0x0A or c == 0:
-            return i
-        i += 1
-    return n
+cdef int _fail(int status, Py_ssize_t offset, Py_ssize_t limit) except -1:
+    if status == SK_NUL:
+        raise nul_in_data(offset)
+    raise line_too_long_in_data(offset, limit)
 
 
 cdef object _encode(EncState* st, const unsigned char* p, Py_ssize_t n, Py_ssize_t limit,
@@ -302,102 +357,72 @@ cdef object _encode(EncState* st, const unsigned char* p, Py_ssize_t n, Py_ssize
 
     Returns the encoded bytes (with the end-of-data sequence when ``final``), or ``src``
     itself when it is ``bytes``, nothing changed and ``final`` is false.
+
+    Two passes of ``_hotpath.h``: ``sk_encode_scan`` skips, without copying, the prefix
+    that needs no change (all of a chunk that is already CRLF text without leading dots);
+    ``sk_encode`` encodes the rest into a new bytes object.
     """
-    cdef bint bol = st.bol
-    cdef bint started = st.started
     cdef Py_ssize_t base = st.offset
-    cdef Py_ssize_t line_start = st.line_start
-    cdef Py_ssize_t line_len
-    cdef Py_ssize_t i = 0, j, o = 0
-    cdef unsigned char c
-    cdef object result = None
-    cdef char* out = NULL
+    cdef Py_ssize_t skip = 0
+    cdef Py_ssize_t scan_limit = limit if limit else PY_SSIZE_T_MAX
+    cdef Py_ssize_t cap
+    cdef sk_enc_state es
+    cdef int status
+    cdef bint bol, started
+    cdef object result
+    cdef char* out
     cdef PyObject* tmp
 
     if n and st.last_cr and p[0] == 0x0A:   # the LF of a CRLF split across chunks
-        i = 1
-        line_start = base + 1
-    line_len = base + i - line_start
-    if i:                                    # dropping that LF is a change
-        result = PyBytes_FromStringAndSize(NULL, 2 * n + 5)
-        out = PyBytes_AS_STRING(result)
+        skip = 1
+    es.i = skip
+    es.o = 0
+    es.ls = skip if skip else st.line_start - base
+    es.err = 0
+    status = sk_encode_scan(p, n, scan_limit, &es)
+    if status != SK_OK:
+        _fail(status, base + es.err, limit)
 
-    while i < n:
-        c = p[i]
-        if c == 0x0D or c == 0x0A:
-            if c == 0x0D and i + 1 < n and p[i + 1] == 0x0A:
-                if out != NULL:
-                    out[o] = 0x0D
-                    out[o + 1] = 0x0A
-                    o += 2
-                i += 2
-            else:
-                if out == NULL:
-                    result = PyBytes_FromStringAndSize(NULL, i + 2 * (n - i) + 5)
-                    out = PyBytes_AS_STRING(result)
-                    memcpy(out, p, i)
-                    o = i
-                out[o] = 0x0D
-                out[o + 1] = 0x0A
-                o += 2
-                i += 1
-            bol = True
-            started = True
-            line_start = base + i
-            line_len = 0
-            continue
-        if c == 0:
-            raise nul_in_data(base + i)
-        if bol and c == 0x2E:
-            if out == NULL:
-                result = PyBytes_FromStringAndSize(NULL, i + 2 * (n - i) + 5)
-                out = PyBytes_AS_STRING(result)
-                memcpy(out, p, i)
-                o = i
-            out[o] = 0x2E
-            o += 1
-        bol = False
-        started = True
-        j = _run_end(p, i + 1, n)
-        if limit and line_len + (j - i) > limit:
-            raise line_too_long_in_data(line_start, limit)
-        line_len += j - i
-        if out != NULL:
-            memcpy(out + o, p + i, j - i)
-            o += j - i
-        i = j
-
-    if final:
-        if out == NULL:
-            result = PyBytes_FromStringAndSize(NULL, n + 5)
-            out = PyBytes_AS_STRING(result)
-            memcpy(out, p, n)
-            o = n
-        if started and bol:
-            memcpy(out + o, b".\r\n", 3)
-            o += 3
-        else:
-            memcpy(out + o, b"\r\n.\r\n", 5)
-            o += 5
-    elif out == NULL:
-        if type(src) is bytes:
+    if es.i == n and not final:             # nothing to change
+        if skip:
+            result = PyBytes_FromStringAndSize(<char*>p + 1, n - 1)
+        elif type(src) is bytes:
             result = src
         else:
             result = PyBytes_FromStringAndSize(<char*>p, n)
-        o = -1
-    if o >= 0:
+    else:
+        # worst case: every byte still to encode doubles; plus the end of data, plus the
+        # room sk_encode's block stores need past the end
+        cap = (es.i - skip) + 2 * (n - es.i) + 5 + SK_OUT_SLACK
+        result = PyBytes_FromStringAndSize(NULL, cap)
+        out = PyBytes_AS_STRING(result)
+        memcpy(out, p + skip, es.i - skip)
+        es.o = es.i - skip
+        if es.i < n:
+            status = sk_encode(p, n, scan_limit, <unsigned char*>out, &es)
+            if status != SK_OK:
+                _fail(status, base + es.err, limit)
+        if final:
+            started = st.started or n > skip
+            bol = es.ls == n
+            if started and bol:
+                memcpy(out + es.o, b".\r\n", 3)
+                es.o += 3
+            else:
+                memcpy(out + es.o, b"\r\n.\r\n", 5)
+                es.o += 5
         tmp = <PyObject*>result
         Py_INCREF(result)           # _PyBytes_Resize needs the only other reference
         result = None
-        _PyBytes_Resize(&tmp, o)
+        _PyBytes_Resize(&tmp, es.o)
         result = <object>tmp
         Py_DECREF(result)           # back to the single reference held by ``result``
 
     if n:
         st.last_cr = p[n - 1] == 0x0D
-        st.bol = bol
-        st.started = started
-        st.line_start = line_start
+        st.bol = es.ls == n
+        st.started = st.started or n > skip
+        st.line_start = base + es.ls
         st.offset = base + n
     return result
 
