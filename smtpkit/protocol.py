@@ -51,6 +51,7 @@ __all__ = [
     "auth_operation",
     "batch",
     "command_line",
+    "envelope_lines",
     "rset_operation",
     "transaction",
 ]
@@ -352,7 +353,7 @@ def _abandon(reply: Reply) -> Operation:
         yield from rset_operation()
 
 
-def transaction(
+def envelope_lines(
     sender: str,
     recipients: Sequence[str],
     body: Body,
@@ -361,14 +362,12 @@ def transaction(
     esmtp: bool,
     mail_options: Sequence[str] | None = (),
     rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] | None = (),
-    lmtp: bool = False,
-    chunking: bool = True,
-) -> Generator[Exchange | _Close, list[Reply], SendResult]:
-    """One mail transaction with smtplib's ``sendmail`` semantics and structured results.
+) -> tuple[bytes, list[bytes]]:
+    """The checked MAIL and RCPT lines for one message (raises before anything is sent).
 
-    Pipelined in one round trip when the server offers PIPELINING (MAIL, every RCPT and
-    DATA, or BDAT with the message itself under CHUNKING); every reply is checked.
-    Raises smtplib's exceptions in smtplib's cases, each with ``.result`` attached.
+    Strict addresses; SMTPUTF8 and BODY=8BITMIME added when the message needs them and
+    refused when the server lacks them; SIZE checked and declared; DSN options only when
+    the server offers DSN; the message itself encoded (a NUL or an over-long line fails).
     """
     if isinstance(recipients, str):
         recipients = [recipients]
@@ -380,9 +379,6 @@ def transaction(
     else:
         shared = _options(rcpt_options, "rcpt_options")
         per_rcpt = {r: shared for r in recipients}
-    result = SendResult(sender, recipients)
-    result.size = body.size
-
     utf8 = _has_option(opts, "SMTPUTF8")
     if any(needs_smtputf8(a) for a in (sender_addr, *rcpt_addrs)) and not utf8:
         if not caps.smtputf8:
@@ -429,11 +425,39 @@ def transaction(
         command_line("RCPT", f"TO:<{addr}>" + "".join(" " + o for o in per_rcpt[r]), utf8=utf8)
         for r, addr in zip(recipients, rcpt_addrs, strict=True)
     ]
+    body.encode()  # a NUL or an over-long line is refused here, before any byte is sent
+    return mail_line, rcpt_lines
+
+
+def transaction(
+    sender: str,
+    recipients: Sequence[str],
+    body: Body,
+    *,
+    caps: Capabilities,
+    esmtp: bool,
+    mail_options: Sequence[str] | None = (),
+    rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] | None = (),
+    lmtp: bool = False,
+    chunking: bool = True,
+) -> Generator[Exchange | _Close, list[Reply], SendResult]:
+    """One mail transaction with smtplib's ``sendmail`` semantics and structured results.
+
+    Pipelined in one round trip when the server offers PIPELINING (MAIL, every RCPT and
+    DATA, or BDAT with the message itself under CHUNKING); every reply is checked.
+    Raises smtplib's exceptions in smtplib's cases, each with ``.result`` attached.
+    """
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    mail_line, rcpt_lines = envelope_lines(
+        sender, recipients, body, caps=caps, esmtp=esmtp, mail_options=mail_options, rcpt_options=rcpt_options
+    )
+    result = SendResult(sender, recipients)
+    result.size = body.size
     n = len(rcpt_lines)
     pipelining = esmtp and caps.pipelining
     use_bdat = chunking and esmtp and caps.chunking and body.data is not None and not lmtp
     check_8bit = bool(esmtp and not caps.eightbitmime)
-    body.encode()  # a NUL or an over-long line is refused here, before any byte is sent
 
     replies: list[Reply] = []
     try:
@@ -602,23 +626,19 @@ class Outgoing:
 
 def _prepare(item: Outgoing, caps: Capabilities) -> tuple[bytes, list[str], SendResult]:
     """The MAIL/RCPT lines for one message, checked exactly as :func:`transaction` checks them."""
-    probe = transaction(
+    recipients = [item.recipients] if isinstance(item.recipients, str) else list(item.recipients)
+    mail_line, rcpt_lines = envelope_lines(
         item.sender,
-        item.recipients,
+        recipients,
         item.body,
         caps=caps,
         esmtp=True,
         mail_options=item.mail_options,
         rcpt_options=item.rcpt_options,
-        chunking=False,
     )
-    first = next(probe)  # validation and encoding happen before the first yield
-    probe.close()
-    assert isinstance(first, Exchange) and caps.pipelining
-    lines = first.data.split(b"\r\n")[:-2]  # MAIL, RCPT..., (DATA dropped)
-    result = SendResult(item.sender, list(item.recipients))
+    result = SendResult(item.sender, recipients)
     result.size = item.body.size
-    return b"".join(line + CRLF for line in lines), list(item.recipients), result
+    return mail_line + b"".join(rcpt_lines), recipients, result
 
 
 def batch(
