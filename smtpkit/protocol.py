@@ -91,6 +91,11 @@ def command_line(verb: str, arg: str = "", *, utf8: bool = False) -> bytes:
     """One command line, checked for injection (no control character in ``arg``)."""
     text = f"{verb} {arg}" if arg else verb
     check_no_controls(text, f"{verb.split(' ', 1)[0]} command")
+    return _encode_line(verb, text, utf8)
+
+
+def _encode_line(verb: str, text: str, utf8: bool) -> bytes:
+    """A command line whose parts are already checked; only the encoding can still fail."""
     if utf8:
         return text.encode("utf-8") + CRLF
     try:
@@ -420,9 +425,10 @@ def envelope_lines(
     elif opts or any(per_rcpt.values()):
         raise SMTPNotSupportedError("ESMTP options given but the server only speaks plain SMTP (HELO)")
 
-    mail_line = command_line("MAIL", f"FROM:<{sender_addr}>" + "".join(" " + o for o in opts), utf8=utf8)
+    # every part was checked for control characters above (addresses, options): encode only
+    mail_line = _encode_line("MAIL", f"MAIL FROM:<{sender_addr}>" + "".join(" " + o for o in opts), utf8)
     rcpt_lines = [
-        command_line("RCPT", f"TO:<{addr}>" + "".join(" " + o for o in per_rcpt[r]), utf8=utf8)
+        _encode_line("RCPT", f"RCPT TO:<{addr}>" + "".join(" " + o for o in per_rcpt[r]), utf8)
         for r, addr in zip(recipients, rcpt_addrs, strict=True)
     ]
     body.encode()  # a NUL or an over-long line is refused here, before any byte is sent
