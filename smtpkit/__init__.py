@@ -57,6 +57,10 @@ def __getattr__(name: str) -> object:
         from .server import CaptureServer
 
         return CaptureServer
+    if name in ("Message", "load_eml"):
+        from . import message
+
+        return getattr(message, name)
     if name in ("AsyncSMTP", "send_batch"):
         from . import aio
 
@@ -78,6 +82,7 @@ __all__ = [
     "CaptureServer",
     "CommandInjectionError",
     "InvalidAddressError",
+    "Message",
     "MessageDataError",
     "Reply",
     "SMTPAuthenticationError",

@@ -209,6 +209,19 @@ class SendResult(dict[str, tuple[int, bytes]]):
             return self.delivery.get(recipient)
         return self.data_reply
 
+    def _repr_html_(self) -> str:
+        """Per-recipient outcomes as a table (for notebooks)."""
+        import html
+
+        rows = "".join(
+            f"<tr><td>{html.escape(r['recipient'])}</td><td>{'sent' if r['accepted'] else 'refused'}</td>"
+            f"<td>{r['code'] or ''}</td><td>{html.escape(r['enhanced'] or '')}</td>"
+            f"<td>{html.escape(r['text'] or '')}</td></tr>"
+            for r in self.describe()
+        )
+        head = "<tr><th>recipient</th><th>status</th><th>code</th><th>enhanced</th><th>reply</th></tr>"
+        return f"<table>{head}{rows}</table>"
+
     def describe(self) -> list[dict[str, Any]]:
         """One row per recipient: address, code, enhanced status, text, accepted."""
         rows = []
