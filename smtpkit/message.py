@@ -34,11 +34,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from .address import envelope_address, header_addresses
+from .address import header_addresses
 
 __all__ = ["Message", "html_to_text", "load_eml", "table_html"]
 
@@ -68,19 +69,21 @@ def check_header_value(name: str, value: str) -> str:
     return value
 
 
-def _addresses(value: str | Sequence[str] | None, name: str) -> list[str]:
-    """Header-ready address strings, each exactly one valid mailbox."""
+def _addresses(value: str | Sequence[str] | None, name: str) -> list[tuple[str, str]]:
+    """``(header text, addr-spec)`` for each address; each must be exactly one valid mailbox."""
     if value is None:
         return []
     items = [value] if isinstance(value, str) else list(value)
-    out = []
-    for item in items:
-        check_header_value(name, item)
-        found = header_addresses([item], name)
-        if len(found) != 1:
-            raise ValueError(f"{name}: {item!r} must be exactly one address (give a list for several)")
-        out.append(item.strip())
-    return out
+    return [_one_address(item, name) for item in items]
+
+
+@lru_cache(maxsize=4096)
+def _one_address(item: str, name: str) -> tuple[str, str]:
+    check_header_value(name, item)
+    found = header_addresses([item], name)
+    if len(found) != 1:
+        raise ValueError(f"{name}: {item!r} must be exactly one address (give a list for several)")
+    return item.strip(), found[0]
 
 
 @dataclass
@@ -273,11 +276,17 @@ class Message:
         message_id: str | bool = True,
         date: bool = True,
     ) -> None:
-        self.sender = _addresses(sender, "From")[0] if sender else None
-        self.to = _addresses(to, "To")
-        self.cc = _addresses(cc, "Cc")
-        self.bcc = _addresses(bcc, "Bcc")
-        self.reply_to = _addresses(reply_to, "Reply-To")
+        senders = _addresses(sender, "From") if sender else []
+        self.sender = senders[0][0] if senders else None
+        self._sender_spec = senders[0][1] if senders else None
+        parsed = {
+            name: _addresses(v, name) for name, v in (("To", to), ("Cc", cc), ("Bcc", bcc), ("Reply-To", reply_to))
+        }
+        self.to = [text for text, _ in parsed["To"]]
+        self.cc = [text for text, _ in parsed["Cc"]]
+        self.bcc = [text for text, _ in parsed["Bcc"]]
+        self.reply_to = [text for text, _ in parsed["Reply-To"]]
+        self._recipient_specs = [spec for name in ("To", "Cc", "Bcc") for _, spec in parsed[name]]
         self.subject = check_header_value("Subject", _render(subject, context))
         self.headers: dict[str, str] = {}
         for name, value in (headers or {}).items():
@@ -395,18 +404,20 @@ class Message:
     @property
     def recipients(self) -> list[str]:
         """Every envelope recipient: To, Cc and Bcc (addr-specs)."""
-        return header_addresses([*self.to, *self.cc, *self.bcc], "recipients")
+        return list(self._recipient_specs)
 
     @property
     def needs_smtputf8(self) -> bool:
-        return not all(
-            a.isascii() for a in [*(header_addresses([self.sender]) if self.sender else []), *self.recipients]
-        )
+        specs = [*([self._sender_spec] if self._sender_spec else []), *self._recipient_specs]
+        return not all(a.isascii() for a in specs)
 
     def to_email(self) -> EmailMessage:
-        """The message as an ``EmailMessage`` (Bcc excluded from the headers)."""
+        """The message as an ``EmailMessage`` (Bcc excluded from the headers); yours to change."""
+        return copy.deepcopy(self._build())
+
+    def _build(self) -> EmailMessage:
         if self._built is not None:
-            return copy.deepcopy(self._built)
+            return self._built
         policy = _UTF8_POLICY if self.needs_smtputf8 else _SMTP_POLICY
         msg = EmailMessage(policy=policy)
         if self.sender:
@@ -424,7 +435,7 @@ class Message:
             if isinstance(self.message_id, str):
                 msg["Message-ID"] = check_header_value("Message-ID", self.message_id)
             else:
-                domain = envelope_address(self.sender).rpartition("@")[2] if self.sender else None
+                domain = self._sender_spec.rpartition("@")[2] if self._sender_spec else None
                 msg["Message-ID"] = make_msgid(domain=domain or None)
         for name, value in self.headers.items():
             msg[name] = value
@@ -446,18 +457,18 @@ class Message:
             else:
                 msg.add_attachment(part.data, maintype=part.maintype, subtype=part.subtype, filename=part.filename)
         self._built = msg
-        return copy.deepcopy(msg)
+        return msg
 
     def as_bytes(self) -> bytes:
         """The message, flattened with CRLF line endings, ready for ``sendmail``."""
-        msg = self.to_email()
+        msg = self._build()
         return msg.as_bytes(policy=msg.policy)
 
     def send(self, smtp: Any) -> Any:
         """Send with an open ``smtpkit.SMTP`` (or smtplib) connection; returns its result."""
         if not self.sender:
             raise ValueError("the message has no sender")
-        return smtp.sendmail(envelope_address(self.sender), self.recipients, self.as_bytes())
+        return smtp.sendmail(self._sender_spec, self.recipients, self.as_bytes())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the message as an .eml file (Bcc excluded, as sent)."""
@@ -468,7 +479,7 @@ class Message:
     # -- notebook preview -----------------------------------------------------------------
 
     def _repr_html_(self) -> str:
-        msg = self.to_email()
+        msg = self._build()
         esc = htmllib.escape
         rows = [(name, str(msg[name])) for name in ("From", "To", "Cc", "Reply-To", "Subject", "Date") if msg[name]]
         if self.bcc:
