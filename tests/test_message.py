@@ -19,8 +19,10 @@ from smtpkit.server import CaptureServer
 
 def need(module: str) -> Any:
     """Optional dependencies: skipped locally if missing, but required in CI."""
+    import importlib
+
     if os.environ.get("CI"):
-        return __import__(module)
+        return importlib.import_module(module)
     return pytest.importorskip(module)
 
 
@@ -193,3 +195,15 @@ def test_import_smtpkit_does_not_load_the_heavy_parts() -> None:
     code = f"import sys, smtpkit; smtpkit.Message; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
     assert out.strip() == "[]"
+
+
+def test_pil_images_inline_and_attached() -> None:
+    image_module = need("PIL.Image")
+    image = image_module.new("RGB", (8, 8), (200, 30, 30))
+    msg = Message("me@example.org", to="you@example.org", subject="pil", html="<p>dot:</p>")
+    msg.add_figure(image, alt="red square").attach(image, "square.png")
+    parsed = parse(msg.as_bytes())
+    inline = [p for p in parsed.walk() if p.get_content_type() == "image/png" and p["Content-ID"]]
+    attached = [p for p in parsed.iter_attachments() if p.get_filename() == "square.png"]
+    assert len(inline) == 1 and len(attached) == 1
+    assert inline[0].get_content().startswith(b"\x89PNG")
