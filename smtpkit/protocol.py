@@ -693,6 +693,8 @@ def batch(
                 done += 1
                 continue
         if pending is None and nxt is None:
+            if need_rset:  # leave no failed transaction open for whoever uses the connection next
+                yield from rset_operation()
             return done
         parts: list[bytes] = []
         stream: list[bytes] = []
@@ -737,6 +739,8 @@ def batch(
                 yield CLOSE
                 return done
         if nxt is None:
+            if need_rset:
+                yield from rset_operation()
             return done
         if need_rset:
             position += 1  # the RSET's reply

@@ -250,3 +250,12 @@ def test_send_many_with_smtp_sink_and_a_drop_after_the_dot(make_client: Factory)
         assert isinstance(results[0], smtpkit.SMTPUnknownOutcome)  # its content went out: unknown
         assert all(type(r) is smtpkit.SMTPServerDisconnected and "not attempted" in str(r) for r in results[2:])
         c.close()
+
+
+def test_send_many_leaves_no_failed_transaction_open(make_client: Factory) -> None:
+    capture = Capture(refuse={"bad@example.org"}, pipelining=True)
+    with aiosmtpd_server(capture) as (_, port), make_client("127.0.0.1", port, timeout=5) as c:
+        results = c.send_many([("a@example.org", ["ok@example.org"], MSG), ("a@example.org", ["bad@example.org"], MSG)])
+        assert isinstance(results[1], smtplib.SMTPRecipientsRefused)
+        assert c.sendmail("a@example.org", ["next@example.org"], MSG) == {}  # no "nested MAIL"
+    assert [m.rcpt_tos for m in capture.messages] == [["ok@example.org"], ["next@example.org"]]

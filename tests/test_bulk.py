@@ -1,0 +1,215 @@
+"""The bulk engine against real servers: retries, quotas, stops, crashes and the journal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import Capture, SmtpSink, aiosmtpd_server
+
+import smtpkit
+from smtpkit.bulk import Prepared, RateLimit, RetryPolicy, is_quota_reply, send_campaign
+from smtpkit.journal import Journal
+from smtpkit.server import CaptureServer
+
+FAST = RetryPolicy(attempts=3, base=0.01, max_delay=0.05)
+
+
+def prepared(n: int, domain: str = "example.org") -> list[Prepared]:
+    return [
+        Prepared(f"k{i}", "sender@example.org", [f"r{i}@{domain}"], b"Subject: msg k%d\r\n\r\nhello\r\n" % i)
+        for i in range(n)
+    ]
+
+
+def connector(host: str, port: int) -> Any:
+    return lambda: smtpkit.SMTP(host, port, local_hostname="bulk.example", timeout=10)
+
+
+def keys_received(server: CaptureServer) -> Counter[str]:
+    return Counter(str(m["Subject"]).split()[-1] for m in server.messages)
+
+
+def test_campaign_sends_everything_once_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
+    with CaptureServer() as server, Journal(tmp_path / "j.sqlite") as journal:
+        result = send_campaign(
+            prepared(60), connector(server.host, server.port), journal=journal, connections=3, batch_size=7
+        )
+        assert result.summary() == {"sent": 60}
+        assert all(o.code == 250 and o.attempts == 1 for o in result.outcomes)
+        again = send_campaign(prepared(60), connector(server.host, server.port), journal=journal, connections=3)
+        assert again.summary() == {"skipped": 60}
+        assert keys_received(server) == Counter({f"k{i}": 1 for i in range(60)})
+        assert journal.counts("campaign") == {"sent": 60}
+
+
+@dataclass
+class FlakyRcpt(Capture):
+    """451 the first time each recipient is seen, 250 after that."""
+
+    seen: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address not in self.seen:
+            self.seen.add(address)
+            return "451 4.3.0 try again later"
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+
+def test_transient_failures_are_retried_with_backoff() -> None:
+    capture = FlakyRcpt(pipelining=True)
+    with aiosmtpd_server(capture) as (_, port):
+        result = send_campaign(prepared(10), connector("127.0.0.1", port), connections=2, retry=FAST)
+    assert result.summary() == {"sent": 10}
+    assert all(o.attempts == 2 for o in result.outcomes)
+    assert len(capture.messages) == 10
+
+
+def test_permanent_failures_are_not_retried() -> None:
+    capture = Capture(refuse={"r3@example.org"}, pipelining=True)
+    with aiosmtpd_server(capture) as (_, port):
+        result = send_campaign(prepared(6), connector("127.0.0.1", port), connections=1, retry=FAST)
+    outcome = {o.key: o for o in result.outcomes}
+    assert outcome["k3"].status == "failed" and outcome["k3"].code == 550 and outcome["k3"].attempts == 1
+    assert outcome["k3"].enhanced == "5.1.1"
+    assert result.summary() == {"sent": 5, "failed": 1}
+
+
+@dataclass
+class Quota(Capture):
+    """Accepts a few messages, then answers every MAIL with a daily-limit error."""
+
+    left: int = 5
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if self.left <= 0:
+            return "550 5.4.5 Daily user sending limit exceeded"
+        self.left -= 1
+        return await super().handle_MAIL(server, session, envelope, address, options)
+
+
+def test_a_quota_reply_stops_the_campaign_and_nothing_is_failed(tmp_path: Path) -> None:
+    capture = Quota(pipelining=True)
+    with aiosmtpd_server(capture) as (_, port), Journal(tmp_path / "j.sqlite") as journal:
+        result = send_campaign(
+            prepared(40), connector("127.0.0.1", port), journal=journal, connections=1, batch_size=3, retry=FAST
+        )
+    summary = result.summary()
+    assert summary.get("failed", 0) == 0
+    assert summary["sent"] == 5 and summary["not_attempted"] == 35
+    assert result.stopped_by is not None and "5.4.5" in result.stopped_by
+    assert len(capture.messages) == 5
+    assert is_quota_reply(454, None, "Throttling failure: Maximum sending rate exceeded")
+    assert not is_quota_reply(550, (5, 1, 1), "no such user")
+
+
+def test_stop_leaves_the_rest_not_attempted(tmp_path: Path) -> None:
+    stop = threading.Event()
+    sent: list[str] = []
+
+    def progress(outcome: Any) -> None:
+        sent.append(outcome.key)
+        if len(sent) >= 10:
+            stop.set()
+
+    with CaptureServer() as server, Journal(tmp_path / "j.sqlite") as journal:
+        result = send_campaign(
+            prepared(200),
+            connector(server.host, server.port),
+            journal=journal,
+            connections=1,
+            batch_size=5,
+            stop=stop,
+            progress=progress,
+        )
+        counts = journal.counts("campaign")
+        resumed = send_campaign(prepared(200), connector(server.host, server.port), journal=journal, connections=2)
+        assert keys_received(server) == Counter({f"k{i}": 1 for i in range(200)})
+    assert result.stopped_by == "stop requested"
+    assert counts["sent"] >= 10 and counts["sent"] + counts["not_attempted"] == 200
+    assert resumed.summary() == {"skipped": counts["sent"], "sent": 200 - counts["sent"]}
+
+
+def test_rows_caught_mid_send_are_unknown_and_not_resent(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as journal:
+        journal.plan("campaign", ["k0", "k1", "k2"])
+        journal.mark("campaign", ["k1"], "sending", attempt=True)  # as if the process died here
+        with CaptureServer() as server:
+            result = send_campaign(prepared(3), connector(server.host, server.port), journal=journal)
+            assert [o.status for o in result.outcomes] == ["sent", "unknown", "sent"]
+            assert keys_received(server) == Counter({"k0": 1, "k2": 1})
+            again = send_campaign(
+                prepared(3), connector(server.host, server.port), journal=journal, resend_unknown=True
+            )
+            assert [o.status for o in again.outcomes] == ["skipped", "sent", "skipped"]
+
+
+def test_drop_after_the_final_dot_is_unknown_never_resent() -> None:
+    with SmtpSink("-q", ".") as sink:
+        result = send_campaign(prepared(6), connector("127.0.0.1", sink.port), connections=1, retry=FAST)
+    assert result.summary() == {"unknown": 6}
+    assert all(o.attempts == 1 for o in result.outcomes)
+
+
+def test_rate_limit_with_a_fake_clock() -> None:
+    now = [0.0]
+    stamps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limit = RateLimit(per_second=5, per_minute=12, clock=lambda: now[0], sleep=sleep)
+    for _ in range(30):
+        limit.acquire()
+        stamps.append(now[0])
+    for i, t in enumerate(stamps):
+        assert sum(1 for u in stamps[: i + 1] if u > t - 1.0) <= 5
+        assert sum(1 for u in stamps[: i + 1] if u > t - 60.0) <= 12
+    assert stamps[-1] >= 120  # 30 messages at 12 per minute
+
+
+CHILD = r"""
+import sys, smtpkit
+from smtpkit.bulk import Prepared, send_campaign
+from smtpkit.journal import Journal
+host, port, path, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+body = b"Subject: msg k%d\r\n\r\nx\r\n"
+items = [Prepared(f"k{i}", "s@example.org", [f"r{i}@example.org"], body % i) for i in range(n)]
+connect = lambda: smtpkit.SMTP(host, port, local_hostname="c", timeout=10)
+with Journal(path) as journal:
+    result = send_campaign(items, connect, journal=journal, connections=2, batch_size=10)
+print(result.summary())
+"""
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
+def test_sigkill_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path: Path, delay: float) -> None:
+    path = tmp_path / "j.sqlite"
+    n = 3000
+    with CaptureServer() as server:
+        args = [sys.executable, "-c", CHILD, server.host, str(server.port), str(path), str(n)]
+        child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        subprocess.run(args, check=True, capture_output=True, timeout=120)
+        received = keys_received(server)
+    with Journal(path) as journal:
+        rows = journal.rows("campaign")
+    statuses = Counter(r.status for r in rows.values())
+    assert set(statuses) <= {"sent", "unknown"} and sum(statuses.values()) == n
+    for key, row in rows.items():
+        if row.status == "sent":
+            assert received[key] == 1, key  # never lost, never twice
+        else:
+            assert received[key] <= 1, key  # unknown: maybe delivered, never resent
+    assert max(received.values()) == 1
