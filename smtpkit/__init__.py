@@ -61,6 +61,10 @@ def __getattr__(name: str) -> object:
         from . import message
 
         return getattr(message, name)
+    if name == "Campaign":
+        from .merge import Campaign
+
+        return Campaign
     if name in ("AsyncSMTP", "send_batch"):
         from . import aio
 
@@ -78,6 +82,7 @@ __all__ = [
     "SMTP_SSL",
     "SMTP_SSL_PORT",
     "AsyncSMTP",
+    "Campaign",
     "Capabilities",
     "CaptureServer",
     "CommandInjectionError",
