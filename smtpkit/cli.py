@@ -185,6 +185,86 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import Campaign
+
+    template = Path(args.template).read_text(encoding="utf-8")
+    kind = {".html": "html", ".htm": "html", ".md": "markdown"}.get(Path(args.template).suffix.lower(), "text")
+    subject = args.subject
+    if subject is None:  # a template file may start with "Subject: ..."
+        first, _, rest = template.partition("\n")
+        if not first.lower().startswith("subject:"):
+            raise CLIError("give --subject, or start the template with a 'Subject: ...' line")
+        subject, template = first.split(":", 1)[1].strip(), rest.lstrip("\n")
+    campaign = Campaign(
+        args.data,
+        sender=args.sender,
+        subject=subject,
+        to_column=args.to_column,
+        key_column=args.key_column,
+        name=args.campaign or Path(args.data).stem,
+        text=template if kind == "text" else None,
+        html=template if kind == "html" else None,
+        markdown=template if kind == "markdown" else None,
+    )
+    if args.dry_run:
+        paths = campaign.dry_run(args.dry_run)
+        print(f"dry run: {len(paths)} message(s) written to {args.dry_run}, nothing sent")
+        return EXIT_OK
+    login = (args.user, _password(args.host or "capture", args.user)) if args.user else None
+    if args.host is None:
+        from .server import CaptureServer
+
+        maildir = Path(args.maildir or "captured-mail")
+        with CaptureServer(maildir=maildir) as server:
+            print(f"no --host given: delivering to an embedded capture server (mail kept in {maildir}/new)")
+            result = campaign.send(
+                host=server.host,
+                port=server.port,
+                security="none",
+                journal=args.journal,
+                connections=args.connections,
+                rate=args.rate,
+                progress=not args.quiet,
+            )
+    else:
+        context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+        result = campaign.send(
+            host=args.host,
+            port=args.port or 0,
+            security=args.security,
+            login=login,
+            context=context,
+            journal=args.journal,
+            connections=args.connections,
+            rate=args.rate,
+            progress=not args.quiet,
+            resend_unknown=args.resend_unknown,
+        )
+    summary = result.summary()
+    print(", ".join(f"{k}: {v}" for k, v in sorted(summary.items())) + f" in {result.elapsed:.1f} s")
+    if result.stopped_by:
+        print(f"stopped: {result.stopped_by}")
+    if args.results:
+        _write_results(result, args.results)
+        print(f"per-row results written to {args.results}")
+    bad = sum(v for k, v in summary.items() if k not in ("sent", "skipped"))
+    return EXIT_OK if not bad else EXIT_PARTIAL
+
+
+def _write_results(result: Any, path: str) -> None:
+    from dataclasses import asdict
+
+    rows = [asdict(o) for o in result.outcomes]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["key"])
+        writer.writeheader()
+        for row in rows:
+            row["recipients"] = " ".join(row["recipients"])
+            row["refused"] = " ".join(f"{k}={v}" for k, v in row["refused"].items())
+            writer.writerow(row)
+
+
 def _svg_chart(rows: Sequence[dict[str, str]]) -> bytes:
     """A small bar chart as SVG, drawn without matplotlib."""
     width, bar, gap = 560, 18, 6
@@ -305,6 +385,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-pipelining", action="store_true")
     serve.add_argument("--no-chunking", action="store_true")
     serve.set_defaults(func=cmd_serve)
+
+    merge = sub.add_parser("merge", help="one message per row of a CSV/Parquet file", description="Mail merge.")
+    merge.add_argument("data", help="a .csv or .parquet file, one row per message")
+    merge.add_argument("--template", required=True, help="body template (.txt, .html or .md; Jinja2)")
+    merge.add_argument("--subject", help="subject template (default: the template's 'Subject:' line)")
+    merge.add_argument("--from", dest="sender", required=True, metavar="ADDRESS")
+    merge.add_argument("--to-column", default="email")
+    merge.add_argument("--key-column", help="a column with a unique, stable id per row (default: a hash of the row)")
+    merge.add_argument("--campaign", help="campaign name in the journal (default: the data file's name)")
+    merge.add_argument("--host")
+    merge.add_argument("--port", type=int)
+    merge.add_argument("--security", choices=["ssl", "starttls", "none"], default="starttls")
+    merge.add_argument("--user")
+    merge.add_argument("--cafile")
+    merge.add_argument("--connections", type=int, default=4)
+    merge.add_argument("--rate", type=float, help="messages per second at most")
+    merge.add_argument("--journal", help="SQLite journal: a re-run sends only what was not confirmed")
+    merge.add_argument("--resend-unknown", action="store_true", help="also resend rows whose outcome is unknown")
+    merge.add_argument("--dry-run", metavar="DIR", help="write .eml files to DIR and send nothing")
+    merge.add_argument("--results", metavar="FILE", help="write per-row results as CSV")
+    merge.add_argument("--maildir")
+    merge.add_argument("--quiet", action="store_true", help="no progress bar")
+    merge.set_defaults(func=cmd_merge)
 
     demo = sub.add_parser("demo", help="the whole job end to end, no set-up", description="Run the demo.")
     demo.add_argument("--maildir", help="where captured mail goes (default: ./captured-mail)")

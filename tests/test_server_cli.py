@@ -280,3 +280,28 @@ def test_cli_demo(tmp_path: Path) -> None:
     assert len(stored) == 12
     body = stored[0].read_bytes()
     assert b"image/svg+xml" in body and b"Content-ID" in body and b"<table" in body
+
+
+def test_cli_merge_dry_run_send_rerun_and_results(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text(
+        "id,email,name\n1,ada@example.org,Ada\n2,bad@example.org,Bob\n3,cy@example.org,Cy\n"
+    )
+    (tmp_path / "body.txt").write_text("Subject: Hello {{ name }}\n\nDear {{ name }},\nhi.\n")
+    common = ["merge", "rows.csv", "--template", "body.txt", "--from", "r@example.org", "--key-column", "id", "--quiet"]
+    out = run_cli(*common, "--dry-run", "outbox", cwd=tmp_path)
+    assert out.returncode == 0 and sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [
+        "1.eml",
+        "2.eml",
+        "3.eml",
+    ]
+    capture = Capture(refuse={"bad@example.org"}, pipelining=True)
+    with aiosmtpd_server(capture) as (_, port):
+        args = [*common, "--host", "127.0.0.1", "--port", str(port), "--security", "none", "--journal", "j.sqlite"]
+        out = run_cli(*args, "--results", "res.csv", cwd=tmp_path)
+        assert out.returncode == 3, out.stdout + out.stderr  # a row failed
+        assert "failed: 1" in out.stdout and "sent: 2" in out.stdout
+        rerun = run_cli(*args, cwd=tmp_path)
+        assert "failed: 1, skipped: 2" in rerun.stdout  # nothing resent; the 5xx stays failed
+    assert sorted(m.rcpt_tos[0] for m in capture.messages) == ["ada@example.org", "cy@example.org"]
+    results = (tmp_path / "res.csv").read_text()
+    assert "bad@example.org" not in results.split("\n")[0] and ",failed,550," in results
