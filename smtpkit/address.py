@@ -79,6 +79,8 @@ def needs_smtputf8(address: str) -> bool:
 
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+# "Name <user@example.org>" with a plain display name: no need for the full header parser
+_NAMED = re.compile(rf"([A-Za-z0-9!#$%&'*+/=?^_`{{|}}~ -]*?)\s*<({_SIMPLE.pattern})>")
 
 
 def header_addresses(values: Iterable[object], what: str = "header") -> list[str]:
@@ -93,6 +95,14 @@ def header_addresses(values: Iterable[object], what: str = "header") -> list[str
         text = _FOLD.sub("", str(value))
         check_no_controls(text.replace("\t", " "), f"{what} header")
         if not text.strip():
+            continue
+        plain = text.strip()
+        if _SIMPLE.fullmatch(plain):  # the common cases, without the full parser
+            found.append(plain)
+            continue
+        named = _NAMED.fullmatch(plain)
+        if named:
+            found.append(named.group(2))
             continue
         try:
             header: Any = _registry("To", text)

@@ -210,11 +210,7 @@ class Campaign:
     def _fast_bytes(self, index: int, to: Sequence[str], cc: Sequence[str]) -> bytes:
         """The row's MIME bytes built directly (text and/or HTML, no attachments)."""
         parts = self._render(index)
-        key = self.key(index)
-        for name, values in (("To", to), ("Cc", cc)):
-            for value in values:
-                check_header_value(name, value)
-                header_addresses([value], name)
+        key = self.key(index)  # (the addresses were checked one by one in prepare)
         subject = check_header_value("Subject", parts["subject"])
         head = [
             f"From: {_header(self.sender)}",
