@@ -40,7 +40,7 @@ TEMPLATE = (
         .replace("{tickets}", "{{ tickets }}")
         .replace("{score:.2f}", "{{ '%.2f' % score }}")
     )
-    * 4
+    * 7
     + "\nBest regards,\nThe support team\n"
 )
 

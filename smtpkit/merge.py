@@ -179,6 +179,7 @@ class Campaign:
         """Render every row (errors name the row) into ready-to-send messages."""
         prepared = []
         seen: dict[str, int] = {}
+        date = formatdate(localtime=True)  # one composition time for the run
         for index, row in enumerate(self.rows):
             key = self.key(index)
             if key in seen:
@@ -201,13 +202,13 @@ class Campaign:
                 and not self._addresses(row, self.columns["attachments"])
                 and all(a.isascii() for a in [self._sender_spec, *recipients])
             ):
-                data = self._fast_bytes(index, to, cc)
+                data = self._fast_bytes(index, to, cc, date)
             else:
                 data = self.preview(index).as_bytes()
             prepared.append(Prepared(key, self._sender_spec, recipients, data, self.message_id(key)))
         return prepared
 
-    def _fast_bytes(self, index: int, to: Sequence[str], cc: Sequence[str]) -> bytes:
+    def _fast_bytes(self, index: int, to: Sequence[str], cc: Sequence[str], date: str) -> bytes:
         """The row's MIME bytes built directly (text and/or HTML, no attachments)."""
         parts = self._render(index)
         key = self.key(index)  # (the addresses were checked one by one in prepare)
@@ -217,7 +218,7 @@ class Campaign:
             f"To: {', '.join(_header(a) for a in to)}" if to else None,
             f"Cc: {', '.join(_header(a) for a in cc)}" if cc else None,
             f"Subject: {_header(subject)}",
-            f"Date: {formatdate(localtime=True)}",
+            f"Date: {date}",
             f"Message-ID: {self.message_id(key)}",
             *(f"{k}: {_header(check_header_value(k, str(v)))}" for k, v in self.headers.items()),
             "MIME-Version: 1.0",
