@@ -6,7 +6,7 @@
                         subject="Hello {{ name }}", text="Dear {{ name }}, you closed {{ tickets }} tickets.")
     campaign.preview(0)                  # a Message: look before you send
     campaign.dry_run("outbox/")          # .eml files, nothing sent
-    result = campaign.send(host="smtp.example.org", port=587, starttls=True, login=(user, password),
+    result = campaign.send(host="smtp.example.org", port=587, login=(user, password),  # security="starttls"
                            journal="campaign.sqlite", connections=4, rate=10)
     result.to_frame()                    # one row per input row: status, code, enhanced, text, ...
 
