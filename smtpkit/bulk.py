@@ -28,7 +28,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import SMTPException, SMTPResponseException, SMTPServerDisconnected, SMTPUnknownOutcome
+from .errors import (
+    SMTPException,
+    SMTPNotAttempted,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPUnknownOutcome,
+)
 from .journal import Journal
 from .protocol import Body, Outgoing, SendResult
 
@@ -282,10 +288,19 @@ def send_campaign(
                 )
             )
             return
-        if type(result) is SMTPServerDisconnected:  # not started: not an attempt
+        if isinstance(result, SMTPNotAttempted):  # never started: not an attempt
             if journal is not None:
                 journal.mark(campaign, [key], "pending")
             requeue(key, attempts - 1, counted=False)
+            return
+        if isinstance(result, SMTPServerDisconnected) and getattr(result, "smtp_code", None) is None:
+            lost = str(result) or "connection lost"  # dropped before the content: not delivered
+            if attempts < retry.attempts:
+                if journal is not None:
+                    journal.mark(campaign, [key], "deferred")
+                requeue(key, attempts, counted=True)
+                return
+            finish(Outcome(key, "deferred", None, None, lost, attempts, message.message_id, tuple(message.recipients)))
             return
         code = getattr(result, "smtp_code", None)
         reply_text = getattr(result, "smtp_error", b"")

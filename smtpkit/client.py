@@ -52,6 +52,7 @@ from .errors import (
     SMTPException,
     SMTPHeloError,
     SMTPInsecureAuthError,
+    SMTPNotAttempted,
     SMTPNotSupportedError,
     SMTPProtocolError,
     SMTPResponseException,
@@ -918,7 +919,7 @@ class SMTP:
                 except (SMTPException, ValueError, TypeError) as exc:
                     record(index, exc)
         return [
-            r if r is not None else SMTPServerDisconnected("not attempted: the connection was lost before it")
+            r if r is not None else SMTPNotAttempted("not attempted: the connection was lost before it")
             for r in results
         ]
 

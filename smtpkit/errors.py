@@ -20,19 +20,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CommandInjectionError",
+    "InvalidAddressError",
     "MessageDataError",
     "SMTPAuthenticationError",
+    "SMTPCertificateError",
     "SMTPConnectError",
     "SMTPDataError",
     "SMTPException",
     "SMTPHeloError",
+    "SMTPInsecureAuthError",
     "SMTPKitError",
+    "SMTPMessageTooLarge",
+    "SMTPNotAttempted",
     "SMTPNotSupportedError",
     "SMTPProtocolError",
     "SMTPRecipientsRefused",
     "SMTPResponseException",
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
+    "SMTPTLSError",
+    "SMTPTimeoutError",
+    "SMTPUnknownOutcome",
 ]
 
 
@@ -68,6 +76,10 @@ class SMTPProtocolError(SMTPServerDisconnected):
         super().__init__(message)
         self.reason = reason
         self.replies: list[Reply] = list(replies) if replies else []
+
+
+class SMTPNotAttempted(SMTPServerDisconnected):
+    """The message was never started: the connection was lost before its first command."""
 
 
 class SMTPTimeoutError(SMTPServerDisconnected, TimeoutError):

@@ -721,7 +721,11 @@ def batch(
                 unknown.result = pending[1]
                 on_result(pending[0], unknown)
                 done += 1
-            return done  # the current message was not started: the caller retries it
+            if nxt is not None:  # its commands went out, its content did not: not delivered
+                lost = SMTPServerDisconnected(f"connection lost before the message content was sent: {exc}")
+                on_result(index, _with_result(lost, result))
+                done += 1
+            return done
         position = 0
         if pending is not None:
             final = replies[0]
