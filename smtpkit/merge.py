@@ -92,7 +92,27 @@ class Campaign:
     ) -> None:
         if text is None and html is None and markdown is None:
             raise ValueError("give at least one body template: text=, html= or markdown=")
-        self.rows = load_rows(data)
+        self._spec: dict[str, Any] = {
+            "sender": sender,
+            "subject": subject,
+            "to_column": to_column,
+            "text": text,
+            "html": html,
+            "markdown": markdown,
+            "cc_column": cc_column,
+            "bcc_column": bcc_column,
+            "attachments_column": attachments_column,
+            "key_column": key_column,
+            "name": name,
+            "headers": dict(headers or {}),
+        }
+        self._dask = data if type(data).__module__.startswith("dask") else None
+        if self._dask is not None:  # rows stay on the cluster; only the first one is looked at here
+            if key_column is None:
+                raise ValueError("a Dask DataFrame needs key_column= (a stable, unique id per row)")
+            self.rows = load_rows(self._dask.head(1))
+        else:
+            self.rows = load_rows(data)
         self.name = check_header_value("campaign name", name)
         self.sender = sender
         self.columns = {"to": to_column, "cc": cc_column, "bcc": bcc_column, "attachments": attachments_column}
@@ -273,7 +293,32 @@ class Campaign:
         progress: bool | Callable[[Outcome], None] = True,
         timeout: float = 60.0,
     ) -> CampaignResult:
-        """Send the campaign (see :func:`smtpkit.bulk.send_campaign` for the guarantees)."""
+        """Send the campaign (see :func:`smtpkit.bulk.send_campaign` for the guarantees).
+
+        With a Dask DataFrame, each partition is rendered and sent on the Dask workers
+        (the active ``dask.distributed`` client, if any), each with its own connections,
+        rate limit and journal connection; the results are gathered in partition order.
+        """
+        if self._dask is not None:
+            if connect is not None or isinstance(journal, Journal) or isinstance(rate, RateLimit):
+                raise ValueError(
+                    "with Dask, give host=/port=, a journal path and a numeric rate (they travel to workers)"
+                )
+            options = {
+                "host": host,
+                "port": port,
+                "security": security,
+                "login": login,
+                "context": context,
+                "connections": connections,
+                "rate": rate,
+                "retry": retry,
+                "journal": None if journal is None else str(journal),
+                "resend_unknown": resend_unknown,
+                "progress": False,
+                "timeout": timeout,
+            }
+            return _send_dask(self._dask, self._spec, options)
         messages = self.prepare()  # every row rendered and checked before the first send
         if connect is None:
             if host is None:
@@ -302,6 +347,24 @@ class Campaign:
                 callback.close()
             if owned is not None:
                 owned.close()
+
+
+def _send_partition(frame: Any, spec: dict[str, Any], options: dict[str, Any]) -> CampaignResult:
+    """One Dask partition: a campaign of its own, on the worker."""
+    return Campaign(frame, **spec).send(**options)
+
+
+def _send_dask(data: Any, spec: dict[str, Any], options: dict[str, Any]) -> CampaignResult:
+    import importlib
+    import time
+
+    dask: Any = importlib.import_module("dask")  # installed with the dask extra; typed loosely
+    started = time.monotonic()
+    tasks = [dask.delayed(_send_partition)(part, spec, options) for part in data.to_delayed()]
+    results: tuple[CampaignResult, ...] = dask.compute(*tasks)
+    outcomes = [o for result in results for o in result.outcomes]
+    stopped = next((r.stopped_by for r in results if r.stopped_by), None)
+    return CampaignResult(spec["name"], outcomes, time.monotonic() - started, stopped)
 
 
 def _header(value: str) -> str:

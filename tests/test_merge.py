@@ -117,3 +117,31 @@ def test_inputs_csv_list_and_dataframe(tmp_path: Path) -> None:
     pd = need("pandas")
     assert load_rows(pd.DataFrame(ROWS)) == ROWS
     assert len(campaign(pd.DataFrame(ROWS)).prepare()) == 2
+
+
+def test_dask_partitions_are_sent_on_the_workers(tmp_path: Path) -> None:
+    need("pandas")
+    dd = need("dask.dataframe")
+    distributed = need("distributed")
+    import pandas as pd
+
+    rows = pd.DataFrame(
+        [{"id": f"d{i}", "email": f"u{i}@example.org", "name": f"U{i}", "tickets": i} for i in range(60)]
+    )
+    frame = dd.from_pandas(rows, npartitions=4)
+    journal = tmp_path / "dask.sqlite"
+    with (
+        CaptureServer() as server,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
+        result = campaign(frame).send(
+            host=server.host, port=server.port, security="none", journal=journal, connections=2
+        )
+        assert result.summary() == {"sent": 60}
+        assert [o.key for o in result.outcomes] == [f"d{i}" for i in range(60)]
+        again = campaign(frame).send(host=server.host, port=server.port, security="none", journal=journal)
+        assert again.summary() == {"skipped": 60}
+        assert sorted(m.envelope.rcpt_tos[0] for m in server.messages) == sorted(f"u{i}@example.org" for i in range(60))
+    with pytest.raises(ValueError, match="key_column"):
+        Campaign(frame, sender="s@example.org", subject="s", text="t")
