@@ -138,7 +138,9 @@ _QUOTA_WORDS = (
 def is_quota_reply(code: int | None, enhanced: tuple[int, int, int] | None, text: str) -> bool:
     """A provider limit (campaign-level), not a problem with this message or recipient."""
     lowered = text.lower()
-    if enhanced in ((5, 4, 5), (4, 3, 2)) or (code == 432):
+    # 5.4.5 is the daily-limit status (Gmail); 432 is Exchange's "concurrent connections"; a plain
+    # 4.3.2 ("system not accepting messages", e.g. a shutdown) is transient, not a quota
+    if enhanced == (5, 4, 5) or code == 432:
         return True
     return code in (421, 450, 451, 454, 550, 554) and any(word in lowered for word in _QUOTA_WORDS)
 
@@ -399,8 +401,15 @@ def send_campaign(
     ]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    interrupted = False
+    while any(t.is_alive() for t in threads):
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:  # Ctrl-C / a notebook interrupt: finish the batches in flight, then stop
+            interrupted = True
+            stopped.append("interrupted")
+            stop.set()
     # whatever is left was not attempted: a Stop, a quota, or a server that cannot be reached
     with lock:
         leftover = [(key, attempts) for _, key, attempts in queue]
@@ -411,4 +420,7 @@ def send_campaign(
         status = "deferred" if attempts and not stop.is_set() else "not_attempted"
         finish(Outcome(key, status, None, None, reason or "not attempted", attempts, message.message_id))
     ordered = [outcomes.get(k) or Outcome(k, "not_attempted", text=reason) for k in keys]
-    return CampaignResult(campaign, ordered, time.monotonic() - started, reason)
+    result = CampaignResult(campaign, ordered, time.monotonic() - started, reason)
+    if interrupted:
+        raise KeyboardInterrupt(f"campaign interrupted; journal consistent: {result.summary()}")
+    return result

@@ -110,6 +110,8 @@ def test_a_quota_reply_stops_the_campaign_and_nothing_is_failed(tmp_path: Path) 
     assert len(capture.messages) == 5
     assert is_quota_reply(454, None, "Throttling failure: Maximum sending rate exceeded")
     assert not is_quota_reply(550, (5, 1, 1), "no such user")
+    assert not is_quota_reply(421, (4, 3, 2), "service shutting down")
+    assert is_quota_reply(432, (4, 3, 2), "Concurrent connections limit exceeded")
 
 
 def test_stop_leaves_the_rest_not_attempted(tmp_path: Path) -> None:
@@ -231,3 +233,48 @@ def test_452_too_many_recipients_is_transient() -> None:
         result = send_campaign(prepared(2), connector("127.0.0.1", port), connections=1, retry=FAST)
     assert result.summary() == {"deferred": 2}
     assert all(o.code == 452 and o.attempts == FAST.attempts for o in result.outcomes)
+
+
+def test_421_reconnects_and_retries() -> None:
+    @dataclass
+    class Closing(Capture):
+        closed: int = 0
+
+        async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+            if self.closed < 2:
+                self.closed += 1
+                return "421 4.3.2 service shutting down"
+            return await super().handle_MAIL(server, session, envelope, address, options)
+
+    capture = Closing(pipelining=True)
+    with aiosmtpd_server(capture) as (_, port):
+        result = send_campaign(prepared(5), connector("127.0.0.1", port), connections=1, retry=FAST)
+    assert result.summary() == {"sent": 5}
+    assert sorted(m.rcpt_tos[0] for m in capture.messages) == [f"r{i}@example.org" for i in range(5)]
+
+
+def test_keyboard_interrupt_stops_cleanly(tmp_path: Path) -> None:
+    import _thread
+
+    done: list[str] = []
+
+    def progress(outcome: Any) -> None:
+        done.append(outcome.key)
+        if len(done) == 5:
+            _thread.interrupt_main()  # as a notebook's interrupt button does
+
+    with CaptureServer() as server, Journal(tmp_path / "j.sqlite") as journal:
+        with pytest.raises(KeyboardInterrupt, match="journal consistent"):
+            send_campaign(
+                prepared(300),
+                connector(server.host, server.port),
+                journal=journal,
+                connections=2,
+                batch_size=5,
+                progress=progress,
+            )
+        counts = journal.counts("campaign")
+        assert "sending" not in counts and counts.get("sent", 0) == len(server.messages)
+        resumed = send_campaign(prepared(300), connector(server.host, server.port), journal=journal)
+        assert resumed.summary().get("sent", 0) + resumed.summary().get("skipped", 0) == 300
+        assert keys_received(server) == Counter({f"k{i}": 1 for i in range(300)})
