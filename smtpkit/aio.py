@@ -242,7 +242,7 @@ class AsyncSMTP:
             raise SMTPServerDisconnected(f"Connection unexpectedly closed: {error}")
         if protocol.closed:
             self.close()
-            raise SMTPServerDisconnected("Connection closed by the server")
+            raise SMTPNotAttempted("Connection closed by the server (nothing was sent)")
         try:
             self._session.check_clean("while idle")
         except SMTPProtocolError as exc:

@@ -195,11 +195,14 @@ def send_campaign(
     stop: threading.Event | None = None,
     resend_unknown: bool = False,
     progress: Callable[[Outcome], None] | None = None,
+    idle_check: float | None = 15.0,
 ) -> CampaignResult:
     """Send prepared messages; see the module docstring for the guarantees.
 
     ``connect()`` returns a ready ``smtpkit.SMTP`` (connected, TLS and login done); it is
-    called once per worker and again after a connection is lost.
+    called once per worker and again after a connection is lost. A connection idle for
+    more than ``idle_check`` seconds is checked with NOOP before it is used again (servers
+    drop idle clients); ``None`` disables the check.
     """
     retry = retry or RetryPolicy()
     stop = stop or threading.Event()
@@ -347,11 +350,31 @@ def send_campaign(
             status = "failed"
         finish(Outcome(key, status, code, enhanced, text, attempts, message.message_id, tuple(message.recipients)))
 
+    def healthy(smtp: Any) -> bool:
+        """A pooled connection idle for a while gets a NOOP before it is trusted again."""
+        try:
+            return bool(smtp.noop()[0] == 250)
+        except (SMTPException, OSError):
+            smtp.close()
+            return False
+
     def worker() -> None:
         smtp = None
         failures = 0
+        last_used = time.monotonic()
         try:
             while (batch := take_batch()) is not None:
+                for _ in batch:
+                    if rate is not None:
+                        rate.acquire()
+                if (
+                    smtp is not None
+                    and idle_check is not None
+                    and time.monotonic() - last_used > idle_check
+                    and getattr(smtp, "sock", None) is not None
+                    and not healthy(smtp)
+                ):
+                    smtp = None
                 if smtp is None or getattr(smtp, "sock", None) is None:
                     try:
                         smtp = connect()
@@ -368,9 +391,6 @@ def send_campaign(
                             return
                         stop.wait(retry.delay(failures))
                         continue
-                for _ in batch:
-                    if rate is not None:
-                        rate.acquire()
                 if journal is not None:
                     journal.mark(campaign, [k for k, _ in batch], "sending", attempt=True)
                 outgoing = [Outgoing(by_key[k].sender, by_key[k].recipients, Body(by_key[k].data)) for k, _ in batch]
@@ -386,6 +406,7 @@ def send_campaign(
                     handle(batch[i][0], batch[i][1] + 1, r)
 
                 results = smtp.send_many(outgoing, on_result=report)
+                last_used = time.monotonic()
                 for i, r in enumerate(results):  # never started (the connection failed first)
                     if i not in reported:
                         handle(batch[i][0], batch[i][1] + 1, r)

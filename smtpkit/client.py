@@ -312,7 +312,7 @@ class SMTP:
                 except (ssl.SSLWantReadError, BlockingIOError):
                     data = None  # TLS housekeeping (a session ticket): no application data
                 if data == b"":
-                    raise SMTPServerDisconnected("Connection closed by the server")
+                    raise SMTPNotAttempted("Connection closed by the server (nothing was sent)")
                 if data:
                     session.receive(data)
                     session.check_clean("while idle")
@@ -320,7 +320,7 @@ class SMTP:
             self.close()
             if isinstance(exc, SMTPServerDisconnected):
                 raise
-            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+            raise SMTPNotAttempted(f"Connection unexpectedly closed (nothing was sent): {exc}") from exc
 
     def _read(self, count: int, phase: str, quickack: bool = False) -> list[Reply]:
         """``count`` replies, within the phase's deadline for the whole lot.

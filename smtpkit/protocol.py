@@ -29,6 +29,7 @@ from .errors import (
     SMTPDataError,
     SMTPException,
     SMTPMessageTooLarge,
+    SMTPNotAttempted,
     SMTPNotSupportedError,
     SMTPProtocolError,
     SMTPRecipientsRefused,
@@ -717,11 +718,17 @@ def batch(
                 replies = yield Exchange(b"", expected, phase, stream=chunks)
         except SMTPServerDisconnected as exc:
             if pending is not None:
-                unknown = exc if isinstance(exc, SMTPUnknownOutcome) else SMTPUnknownOutcome(str(exc))
-                unknown.result = pending[1]
-                on_result(pending[0], unknown)
+                if isinstance(exc, SMTPNotAttempted):  # its content was never written: not delivered
+                    lost = SMTPServerDisconnected(f"connection lost before the message content was sent: {exc}")
+                    on_result(pending[0], _with_result(lost, pending[1]))
+                else:
+                    unknown = exc if isinstance(exc, SMTPUnknownOutcome) else SMTPUnknownOutcome(str(exc))
+                    unknown.result = pending[1]
+                    on_result(pending[0], unknown)
                 done += 1
-            if nxt is not None:  # its commands went out, its content did not: not delivered
+            # found closed before anything was written: the next message never started (the
+            # caller sees it as not attempted); otherwise its commands went out but not its content
+            if nxt is not None and not isinstance(exc, SMTPNotAttempted):
                 lost = SMTPServerDisconnected(f"connection lost before the message content was sent: {exc}")
                 on_result(index, _with_result(lost, result))
                 done += 1

@@ -278,3 +278,34 @@ def test_keyboard_interrupt_stops_cleanly(tmp_path: Path) -> None:
         resumed = send_campaign(prepared(300), connector(server.host, server.port), journal=journal)
         assert resumed.summary().get("sent", 0) + resumed.summary().get("skipped", 0) == 300
         assert keys_received(server) == Counter({f"k{i}": 1 for i in range(300)})
+
+
+@pytest.mark.parametrize("idle_check", [0.5, None])
+def test_idle_pooled_connection_is_checked_before_reuse(tmp_path: Path, idle_check: float | None) -> None:
+    class Recording(Journal):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.requeued = 0
+
+        def mark(self, campaign: str, keys: Any, status: str, *, attempt: bool = False) -> None:
+            if status == "pending":  # a batch written into a dead connection comes back as pending
+                self.requeued += 1
+            super().mark(campaign, keys, status, attempt=attempt)
+
+    with SmtpSink("-t", "1") as sink, Recording(tmp_path / "j.sqlite") as journal:  # drops clients idle for 1 s
+        result = send_campaign(
+            prepared(2),
+            connector("127.0.0.1", sink.port),
+            journal=journal,
+            connections=1,
+            batch_size=1,
+            rate=RateLimit(per_second=0.5),
+            retry=FAST,
+            idle_check=idle_check,
+        )
+    assert result.summary() == {"sent": 2}
+    redone = journal.requeued + sum(o.attempts - 1 for o in result.outcomes)
+    if idle_check is not None:
+        assert redone == 0  # the NOOP found the dead connection before any message was risked
+    else:
+        assert redone >= 1  # without it, the next message went into the dead connection first
