@@ -23,14 +23,22 @@ from typing import Any
 
 from . import auth as sasl
 from .address import check_no_controls
-from .client import _QUICKACK, _QUICKACK_AFTER, _addr_only, _is_loopback, _tls_error, prepare_message
+from .client import (
+    _QUICKACK,
+    _QUICKACK_AFTER,
+    _addr_only,
+    _is_loopback,
+    _tls_error,
+    insecure_auth_error,
+    prepare_message,
+    tls_context,
+)
 from .errors import (
     SMTPAuthenticationError,
     SMTPCertificateError,
     SMTPConnectError,
     SMTPException,
     SMTPHeloError,
-    SMTPInsecureAuthError,
     SMTPNotAttempted,
     SMTPNotSupportedError,
     SMTPProtocolError,
@@ -55,6 +63,8 @@ from .protocol import (
     auth_operation,
     batch,
     command_line,
+    fill_not_attempted,
+    outgoing_items,
     transaction,
 )
 from .reply import Reply
@@ -455,14 +465,7 @@ class AsyncSMTP:
     # -- TLS --------------------------------------------------------------------------------
 
     def _tls_context(self) -> ssl.SSLContext:
-        if self.context is not None:
-            return self.context
-        context = ssl.create_default_context()
-        if not self.validate_certs:
-            log.warning("TLS certificate verification is disabled for %s (validate_certs=False)", self.hostname)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return tls_context(self.context, self.validate_certs, self.hostname)
 
     async def starttls(self, context: ssl.SSLContext | None = None) -> Reply:
         """STARTTLS with verification; data sent before the handshake is an attack."""
@@ -520,10 +523,7 @@ class AsyncSMTP:
         sock = transport.get_extra_info("socket")
         if sock is not None and _is_loopback(sock):
             return
-        raise SMTPInsecureAuthError(
-            f"refusing to send credentials over an unencrypted connection to {self.hostname}:{self.port}; "
-            "call starttls() first or use use_tls=True (pass allow_insecure_auth=True to override)"
-        )
+        raise insecure_auth_error(self.hostname, self.port, "use_tls=True")
 
     async def login(self, user: str, password: str, *, initial_response_ok: bool = True) -> Reply:
         """Log in with the best password mechanism both sides support."""
@@ -557,18 +557,13 @@ class AsyncSMTP:
     async def login_oauth2(self, user: str, token: str | Callable[[], str], *, mechanism: str | None = None) -> Reply:
         """Log in with an OAuth 2 token (XOAUTH2 or OAUTHBEARER)."""
         await self.ehlo_or_helo_if_needed()
+        if not self.has_extn("auth"):
+            raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
         self._check_auth_transport()
         user = sasl.check_credential(user, "user name")
-        advertised = self.capabilities.auth
-        choice = (
-            mechanism.upper() if mechanism else next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in advertised), None)
+        choice, respond = sasl.oauth_responder(
+            user, token, self.capabilities.auth, mechanism, self.server_hostname or self.hostname, self.port
         )
-        if choice is None or choice not in advertised:
-            raise SMTPNotSupportedError(f"the server offers no OAuth 2 mechanism (it offers {sorted(advertised)})")
-        if choice == "XOAUTH2":
-            respond = sasl.xoauth2(user, token)
-        else:
-            respond = sasl.oauthbearer(user, token, self.server_hostname or self.hostname, self.port)
         self.user = user
         result: Reply = await self._run(auth_operation(choice, respond))
         return result
@@ -613,7 +608,7 @@ class AsyncSMTP:
     ) -> list[SendResult | BaseException]:
         """Many messages on this connection, one round trip each (see ``SMTP.send_many``)."""
         await self.ehlo_or_helo_if_needed()
-        items = [m if isinstance(m, Outgoing) else Outgoing(m[0], m[1], Body(m[2])) for m in messages]
+        items = outgoing_items(messages)
         results: list[SendResult | BaseException | None] = [None] * len(items)
 
         def record(index: int, outcome: SendResult | BaseException) -> None:
@@ -635,10 +630,7 @@ class AsyncSMTP:
                     record(index, outcome)
                 except (SMTPException, ValueError, TypeError) as exc:
                     record(index, exc)
-        return [
-            r if r is not None else SMTPNotAttempted("not attempted: the connection was lost before it")
-            for r in results
-        ]
+        return fill_not_attempted(results)
 
     async def send_message(
         self,

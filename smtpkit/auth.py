@@ -123,6 +123,22 @@ def xoauth2(user: str, token: TokenSource) -> Responder:
     return respond
 
 
+def oauth_responder(
+    user: str, token: TokenSource, advertised: frozenset[str], mechanism: str | None, host: str, port: int
+) -> tuple[str, Responder]:
+    """The OAuth 2 mechanism to use (XOAUTH2 first, as Gmail and Microsoft 365 expect) and its responder."""
+    from .errors import SMTPNotSupportedError
+
+    choice = mechanism.upper() if mechanism else next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in advertised), None)
+    if choice is None or choice not in advertised:
+        raise SMTPNotSupportedError(f"the server offers no OAuth 2 mechanism (it offers {sorted(advertised)})")
+    if choice == "XOAUTH2":
+        return choice, xoauth2(user, token)
+    if choice == "OAUTHBEARER":
+        return choice, oauthbearer(user, token, host, port)
+    raise ValueError(f"not an OAuth 2 mechanism: {choice}")
+
+
 def oauthbearer(user: str, token: TokenSource, host: str = "", port: int = 0) -> Responder:
     """OAUTHBEARER (RFC 7628): a GS2 header, host, port and bearer token; errors get ``^A``."""
     state = {"sent": False}

@@ -77,6 +77,8 @@ from .protocol import (
     auth_operation,
     batch,
     command_line,
+    fill_not_attempted,
+    outgoing_items,
     transaction,
 )
 from .reply import Reply
@@ -637,10 +639,7 @@ class SMTP:
             raise SMTPServerDisconnected("please run connect() first")
         if isinstance(sock, ssl.SSLSocket) or self.allow_insecure_auth or _is_loopback(sock):
             return
-        raise SMTPInsecureAuthError(
-            f"refusing to send credentials over an unencrypted connection to {self._host}:{self._port}; "
-            "call starttls() first or use SMTP_SSL (pass allow_insecure_auth=True to override)"
-        )
+        raise insecure_auth_error(self._host, self._port, "SMTP_SSL")
 
     def auth(
         self,
@@ -728,40 +727,16 @@ class SMTP:
             raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
         self._check_auth_transport()
         user = sasl.check_credential(user, "user name")
-        advertised = self.capabilities.auth
-        choice = (
-            mechanism.upper() if mechanism else next((m for m in ("XOAUTH2", "OAUTHBEARER") if m in advertised), None)
+        choice, respond = sasl.oauth_responder(
+            user, token, self.capabilities.auth, mechanism, self.server_hostname or self._host, self._port
         )
-        if choice is None or choice not in advertised:
-            raise SMTPNotSupportedError(f"the server offers no OAuth 2 mechanism (it offers {sorted(advertised)})")
-        if choice == "XOAUTH2":
-            respond = sasl.xoauth2(user, token)
-        elif choice == "OAUTHBEARER":
-            respond = sasl.oauthbearer(user, token, self.server_hostname or self._host, self._port)
-        else:
-            raise ValueError(f"not an OAuth 2 mechanism: {choice}")
         self.user = user
         return self._run(auth_operation(choice, respond, max_rounds=_MAXCHALLENGE))  # type: ignore[no-any-return]
 
     # -- TLS ----------------------------------------------------------------------------
 
     def _tls_context(self, keyfile: str | None = None, certfile: str | None = None) -> ssl.SSLContext:
-        if self.context is not None:
-            context = self.context
-        elif self.validate_certs:
-            context = ssl.create_default_context()
-        else:
-            log.warning("TLS certificate verification is disabled for %s (validate_certs=False)", self._host)
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if keyfile is not None or certfile is not None:
-            if self.context is not None:
-                raise ValueError("context and keyfile/certfile are mutually exclusive")
-            if certfile is None:
-                raise ValueError("keyfile needs a certfile")
-            context.load_cert_chain(certfile, keyfile)
-        return context
+        return tls_context(self.context, self.validate_certs, self._host, keyfile, certfile)
 
     def _handshake(self, sock: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket:
         name = self.server_hostname or self._host or None
@@ -896,7 +871,7 @@ class SMTP:
         called as each outcome becomes known.
         """
         self.ehlo_or_helo_if_needed()
-        items = [m if isinstance(m, Outgoing) else Outgoing(m[0], m[1], Body(m[2])) for m in messages]
+        items = outgoing_items(messages)
         results: list[SendResult | BaseException | None] = [None] * len(items)
 
         def record(index: int, outcome: SendResult | BaseException) -> None:
@@ -918,10 +893,7 @@ class SMTP:
                     )
                 except (SMTPException, ValueError, TypeError) as exc:
                     record(index, exc)
-        return [
-            r if r is not None else SMTPNotAttempted("not attempted: the connection was lost before it")
-            for r in results
-        ]
+        return fill_not_attempted(results)
 
     def close(self) -> None:
         """Close the connection (no QUIT)."""
@@ -1037,6 +1009,38 @@ class LMTP(SMTP):
         if self.debuglevel > 0:
             self._print_debug("connect:", reply.message)
         return reply
+
+
+def tls_context(
+    context: ssl.SSLContext | None,
+    validate_certs: bool,
+    host: str,
+    keyfile: str | None = None,
+    certfile: str | None = None,
+) -> ssl.SSLContext:
+    """The context for STARTTLS or implicit TLS: yours, or a verifying default (both drivers)."""
+    if context is not None:
+        chosen = context
+    else:
+        chosen = ssl.create_default_context()
+        if not validate_certs:
+            log.warning("TLS certificate verification is disabled for %s (validate_certs=False)", host)
+            chosen.check_hostname = False
+            chosen.verify_mode = ssl.CERT_NONE
+    if keyfile is not None or certfile is not None:
+        if context is not None:
+            raise ValueError("context and keyfile/certfile are mutually exclusive")
+        if certfile is None:
+            raise ValueError("keyfile needs a certfile")
+        chosen.load_cert_chain(certfile, keyfile)
+    return chosen
+
+
+def insecure_auth_error(host: str, port: int, tls_option: str) -> SMTPInsecureAuthError:
+    return SMTPInsecureAuthError(
+        f"refusing to send credentials over an unencrypted connection to {host}:{port}; "
+        f"call starttls() first or use {tls_option} (pass allow_insecure_auth=True to override)"
+    )
 
 
 def prepare_message(

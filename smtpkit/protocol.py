@@ -644,6 +644,18 @@ class Outgoing:
     rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] = ()
 
 
+def outgoing_items(messages: Iterable[Outgoing | tuple[str, Sequence[str], Any]]) -> list[Outgoing]:
+    """``send_many``'s input: Outgoing items, or ``(sender, recipients, message)`` tuples."""
+    return [m if isinstance(m, Outgoing) else Outgoing(m[0], m[1], Body(m[2])) for m in messages]
+
+
+def fill_not_attempted(results: Sequence[SendResult | BaseException | None]) -> list[SendResult | BaseException]:
+    """``send_many``'s output: a message that never got an outcome was never started."""
+    return [
+        r if r is not None else SMTPNotAttempted("not attempted: the connection was lost before it") for r in results
+    ]
+
+
 def _prepare(item: Outgoing, caps: Capabilities) -> tuple[bytes, list[str], SendResult]:
     """The MAIL/RCPT lines for one message, checked exactly as :func:`transaction` checks them."""
     recipients = [item.recipients] if isinstance(item.recipients, str) else list(item.recipients)
