@@ -17,7 +17,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -730,8 +730,3 @@ async def send_batch(
     shares = [list(range(w, len(all_items), workers)) for w in range(workers)]
     await asyncio.gather(*(worker(share) for share in shares))
     return [r if r is not None else SMTPServerDisconnected("not sent") for r in results]
-
-
-async def _aiter(items: Iterable[Any]) -> AsyncIterator[Any]:  # pragma: no cover - helper for callers
-    for item in items:
-        yield item

@@ -37,6 +37,7 @@ from .errors import (
 )
 from .journal import Journal
 from .protocol import Body, Outgoing, SendResult
+from .reply import Reply
 
 __all__ = ["CampaignResult", "Outcome", "Prepared", "RateLimit", "RetryPolicy", "is_quota_reply", "send_campaign"]
 
@@ -317,8 +318,6 @@ def send_campaign(
             if first:
                 code, raw = first
                 text = raw.decode("utf-8", "replace")
-        from .reply import Reply
-
         if code is not None:
             enhanced_t = Reply(code, text.encode("utf-8", "replace")).enhanced
         enhanced = ".".join(map(str, enhanced_t)) if enhanced_t else None

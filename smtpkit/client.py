@@ -940,23 +940,16 @@ class SMTP_SSL(SMTP):
     ) -> None:
         if context is not None and (keyfile is not None or certfile is not None):
             raise ValueError("context and keyfile/certfile arguments are mutually exclusive")
-        self.keyfile = keyfile
+        self.keyfile = keyfile  # smtplib 3.11's attributes; read by _get_socket when connecting
         self.certfile = certfile
-        self.context = context
-        self.validate_certs = kwargs.get("validate_certs", True)
-        self._host = host
-        self.server_hostname = kwargs.get("server_hostname")
-        ssl_context = context if context is not None else None
-        kwargs["context"] = ssl_context
-        self._ssl_keyfile, self._ssl_certfile = keyfile, certfile
-        SMTP.__init__(self, host, port, local_hostname, timeout, source_address, **kwargs)
+        SMTP.__init__(self, host, port, local_hostname, timeout, source_address, context=context, **kwargs)
 
     def _get_socket(self, host: str, port: int, timeout: float | None) -> socket.socket:
         if self.debuglevel > 0:
             self._print_debug("connect:", (host, port))
         new_socket = socket.create_connection((host, port), timeout, self.source_address)
         new_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        context = self._tls_context(self._ssl_keyfile, self._ssl_certfile)
+        context = self._tls_context(self.keyfile, self.certfile)
         return self._handshake(new_socket, context)
 
 

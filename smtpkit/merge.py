@@ -222,16 +222,16 @@ class Campaign:
                 and not self._addresses(row, self.columns["attachments"])
                 and all(a.isascii() for a in [self._sender_spec, *recipients])
             ):
-                data = self._fast_bytes(index, to, cc, date)
+                data = self._fast_bytes(index, key, to, cc, date)
             else:
                 data = self.preview(index).as_bytes()
             prepared.append(Prepared(key, self._sender_spec, recipients, data, self.message_id(key)))
         return prepared
 
-    def _fast_bytes(self, index: int, to: Sequence[str], cc: Sequence[str], date: str) -> bytes:
+    def _fast_bytes(self, index: int, key: str, to: Sequence[str], cc: Sequence[str], date: str) -> bytes:
         """The row's MIME bytes built directly (text and/or HTML, no attachments)."""
         parts = self._render(index)
-        key = self.key(index)  # (the addresses were checked one by one in prepare)
+        # (the addresses were checked one by one in prepare)
         subject = check_header_value("Subject", parts["subject"])
         head = [
             f"From: {_header(self.sender)}",

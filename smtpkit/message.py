@@ -177,22 +177,14 @@ def _inline_styler(styler: Any) -> str:
                 by_id[selector[1:]] = by_id.get(selector[1:], "") + decls
 
     def add_style(match: re.Match[str]) -> str:
-        tag, attrs = match.group(1), match.group(2)
+        tag, attrs = match.group(1), match.group(2) or ""
         found = re.search(r'\bid="([^"]+)"', attrs)
         base = _TH_STYLE if tag == "th" else _TD_STYLE if tag == "td" else _TABLE_STYLE if tag == "table" else ""
         extra = by_id.get(found.group(1), "") if found else ""
         style = ";".join(s for s in (base, extra) if s)
         return f'<{tag}{attrs} style="{htmllib.escape(style)}">' if style else match.group(0)
 
-    return re.sub(r"<(table|th|td)(\s[^>]*)?>", lambda m: add_style(_groups(m)), body)
-
-
-def _groups(match: re.Match[str]) -> Any:
-    class _M:
-        def group(self, i: int) -> str:
-            return match.group(i) or ""
-
-    return _M()
+    return re.sub(r"<(table|th|td)(\s[^>]*)?>", add_style, body)
 
 
 class _TextExtractor(HTMLParser):

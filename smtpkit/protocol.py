@@ -151,10 +151,6 @@ class Session:
             count -= 1
         return got
 
-    @property
-    def idle(self) -> bool:
-        return self.outstanding == 0 and not self.queue and self.parser.pending == 0
-
     def check_clean(self, context: str) -> None:
         """Fail if anything arrived that no command asked for (before TLS, before a command)."""
         if self.queue or self.parser.pending or self.outstanding:
@@ -225,6 +221,7 @@ class SendResult(dict[str, tuple[int, bytes]]):
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per recipient: address, code, enhanced status, text, accepted."""
+        accepted = set(self.accepted)
         rows = []
         for rcpt in self.recipients:
             reply = self.outcome(rcpt)
@@ -234,7 +231,7 @@ class SendResult(dict[str, tuple[int, bytes]]):
                     "code": reply.code if reply else None,
                     "enhanced": ".".join(map(str, reply.enhanced)) if reply and reply.enhanced else None,
                     "text": reply.text if reply else None,
-                    "accepted": rcpt in self.accepted,
+                    "accepted": rcpt in accepted,
                 }
             )
         return rows
