@@ -107,9 +107,15 @@ class RateLimit:
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
-        """Block until one more send fits in every window."""
+    def per_second(self) -> float:
+        """The sustained rate the tightest window allows, in messages per second."""
+        return min((rate / seconds for rate, seconds in self._windows), default=float("inf"))
+
+    def acquire(self, stop: threading.Event | None = None) -> bool:
+        """Block until one more send fits in every window; ``False`` if ``stop`` is set first."""
         while True:
+            if stop is not None and stop.is_set():
+                return False
             with self._lock:
                 now = self._clock()
                 wait = 0.0
@@ -121,8 +127,11 @@ class RateLimit:
                 if wait <= 0:
                     for sent in self._sent:
                         sent.append(now)
-                    return
-            self._sleep(wait)
+                    return True
+            if stop is not None and self._sleep is time.sleep:
+                stop.wait(wait)  # a Stop ends the wait at once
+            else:
+                self._sleep(wait)
 
 
 _QUOTA_WORDS = (
@@ -207,6 +216,10 @@ def send_campaign(
     """
     retry = retry or RetryPolicy()
     stop = stop or threading.Event()
+    if rate is not None and rate.per_second() < float(
+        "inf"
+    ):  # about a second's worth per batch: progress and Stop stay responsive
+        batch_size = max(1, min(batch_size, int(rate.per_second() / max(1, connections))))
     items = list(messages)
     keys = [m.key for m in items]
     if len(set(keys)) != len(keys):
@@ -363,9 +376,10 @@ def send_campaign(
         last_used = time.monotonic()
         try:
             while (batch := take_batch()) is not None:
-                for _ in batch:
-                    if rate is not None:
-                        rate.acquire()
+                if rate is not None and not all(rate.acquire(stop) for _ in batch):
+                    for key, attempts in batch:  # stopped while waiting for the rate limit: untouched
+                        requeue(key, attempts, counted=False)
+                    continue
                 if (
                     smtp is not None
                     and idle_check is not None

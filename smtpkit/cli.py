@@ -14,7 +14,6 @@ import csv
 import getpass
 import html
 import mimetypes
-import os
 import signal
 import smtplib
 import ssl
@@ -29,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .account import PASSWORD_ENV, find_password
 from .client import SMTP, SMTP_SSL
 from .errors import SMTPKitError
 from .protocol import SendResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
-PASSWORD_ENV = "SMTPKIT_PASSWORD"  # noqa: S105 - the variable's name, not a password
 
 
 class CLIError(Exception):
@@ -42,19 +41,12 @@ class CLIError(Exception):
 
 
 def _password(host: str, user: str) -> str:
-    value = os.environ.get(PASSWORD_ENV)
-    if value:
-        return value
-    try:
-        import keyring  # type: ignore[import-not-found]
-
-        stored = keyring.get_password("smtpkit", f"{user}@{host}")
-        if stored:
-            return str(stored)
-    except Exception:  # noqa: S110 - no keyring package or no backend: fall through to the prompt
-        pass
+    """SMTPKIT_PASSWORD, the keyring, ~/.netrc (as the notebook forms), else a prompt."""
+    found, _ = find_password(host, user)
+    if found:
+        return found
     if not sys.stdin.isatty():
-        raise CLIError(f"no password for {user}: set {PASSWORD_ENV} or store it in the keyring")
+        raise CLIError(f"no password for {user}: set {PASSWORD_ENV}, store it in the keyring or in ~/.netrc")
     return getpass.getpass(f"Password for {user} at {host}: ")
 
 

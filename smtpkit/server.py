@@ -287,3 +287,23 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+_EMBEDDED: dict[tuple[str, int], CaptureServer] = {}
+_EMBEDDED_LOCK = threading.Lock()
+
+
+def embedded_capture_server(
+    host: str = "127.0.0.1", port: int = 8025, maildir: str | os.PathLike[str] = "captured-mail"
+) -> CaptureServer:
+    """A capture server running in this process on ``host:port``, started once and reused.
+
+    The notebook forms and ``Account.preset("capture")`` fall back to it when nothing
+    listens on the capture port, so everything can be tried without a mail account.
+    """
+    with _EMBEDDED_LOCK:
+        server = _EMBEDDED.get((host, port))
+        if server is None:
+            server = CaptureServer(host, port, maildir).start()
+            _EMBEDDED[(host, port)] = server
+        return server
