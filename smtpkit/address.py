@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import CommandInjectionError, InvalidAddressError
 
-__all__ = ["check_no_controls", "envelope_address", "header_addresses", "needs_smtputf8"]
+__all__ = ["ascii_domain", "check_no_controls", "envelope_address", "header_addresses", "needs_smtputf8"]
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _SIMPLE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -70,7 +70,31 @@ def envelope_address(value: str) -> str:
     spec: str = addresses[0].addr_spec
     if "@" not in spec or spec.startswith("@") or spec.endswith("@") or "<" in spec or ">" in spec:
         raise InvalidAddressError(f"not a valid address: {text!r}")
-    return spec
+    return ascii_domain(spec)
+
+
+def ascii_domain(spec: str) -> str:
+    """``user@bücher.example`` -> ``user@xn--bcher-kva.example``; the domain is checked.
+
+    An internationalised domain is written as its A-labels when the local part is ASCII,
+    so that the mail needs no SMTPUTF8 and works with every server. The encoding is IDNA
+    2008 with the UTS #46 mapping (the ``idna`` package), so ``straße.de`` stays distinct
+    from ``strasse.de``, which Python's IDNA 2003 codec would silently turn it into.
+    With a non-ASCII local part SMTPUTF8 is needed anyway, and the domain is kept as
+    typed (RFC 6531 allows U-labels) after the same check.
+    """
+    local, at, domain = spec.rpartition("@")
+    if not at or domain.isascii() or domain.startswith("["):
+        return spec
+    import idna  # a dependency; imported on the first non-ASCII domain only
+
+    try:
+        encoded = idna.encode(domain, uts46=True).decode("ascii")
+    except (UnicodeError, ValueError) as exc:
+        raise InvalidAddressError(f"not a valid internationalised domain: {domain!r} ({exc})") from None
+    if not all(label and len(label) <= 63 for label in encoded.split(".")):
+        raise InvalidAddressError(f"not a valid internationalised domain: {domain!r}")
+    return f"{local}@{encoded}" if local.isascii() else spec
 
 
 def needs_smtputf8(address: str) -> bool:

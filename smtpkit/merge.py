@@ -221,6 +221,11 @@ class Campaign:
                 self._markdown is None
                 and not self._addresses(row, self.columns["attachments"])
                 and all(a.isascii() for a in [self._sender_spec, *recipients])
+                # an address written with an IDN domain goes out as A-labels: Message rewrites its header
+                and all(
+                    text.isascii() or spec in text
+                    for text, spec in zip([self.sender, *to, *cc], [self._sender_spec, *recipients], strict=False)
+                )
             ):
                 data = self._fast_bytes(index, key, to, cc, date)
             else:

@@ -31,8 +31,9 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formataddr, formatdate, make_msgid
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
@@ -55,6 +56,7 @@ def _need(module: str, extra: str, what: str) -> Any:
         raise ImportError(f"{what} needs the '{module}' package: pip install 'smtpkit[{extra}]'") from None
 
 
+_ADDRESS_HEADER = HeaderRegistry()
 _BREAKS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")  # Cc (but TAB), Zl, Zp
 
 
@@ -83,7 +85,13 @@ def _one_address(item: str, name: str) -> tuple[str, str]:
     found = header_addresses([item], name)
     if len(found) != 1:
         raise ValueError(f"{name}: {item!r} must be exactly one address (give a list for several)")
-    return item.strip(), found[0]
+    text = item.strip()
+    if not text.isascii() and found[0].isascii():  # an IDN domain now in A-labels: the header says the same
+        header: Any = _ADDRESS_HEADER("To", text)
+        [parsed] = header.addresses
+        if parsed.addr_spec != found[0]:
+            text = formataddr((parsed.display_name, found[0]))
+    return text, found[0]
 
 
 @dataclass
@@ -161,30 +169,61 @@ def table_html(table: Any, *, index: bool = True, max_rows: int = 500, float_for
 
 
 _RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
+_COMPOUND = re.compile(r"(?P<tag>[a-z][a-z0-9]*)?(?P<id>#[\w-]+)?(?P<classes>(?:\.[\w-]+)*)")
+_STYLED_TAGS = re.compile(r"<(table|caption|thead|tbody|tr|th|td)(\s[^>]*)?>")
+_BASE_STYLE = {"table": _TABLE_STYLE, "th": _TH_STYLE, "td": _TD_STYLE}
+
+
+def _compound(selector: str) -> tuple[str | None, str | None, frozenset[str]] | None:
+    """``td.data.col0`` -> ("td", None, {"data", "col0"}); None for what cannot be inlined."""
+    m = _COMPOUND.fullmatch(selector)
+    if not m or not selector:
+        return None
+    classes = frozenset(c for c in (m.group("classes") or "").split(".") if c)
+    return m.group("tag"), (m.group("id") or "")[1:] or None, classes
 
 
 def _inline_styler(styler: Any) -> str:
-    """Styler HTML with its ``#id {...}`` rules moved into the elements' style attributes."""
+    """Styler HTML with its CSS rules moved into the elements' style attributes.
+
+    Mail clients drop ``<style>`` blocks, so each rule is applied to the table elements
+    it selects: ``#cell-id`` (cell styles from ``apply``/``highlight_*``), and the
+    ``set_table_styles`` forms ``#table-id tag``, ``#table-id .class``,
+    ``#table-id tag.class`` (also without the table id). Rules apply in source order.
+    Selectors with pseudo-classes (``:hover``, ``:nth-child``) or other combinators
+    cannot be inlined and are left out.
+    """
     raw = styler.to_html()
     css = " ".join(re.findall(r"<style[^>]*>(.*?)</style>", raw, flags=re.S))
     body = re.sub(r"<style[^>]*>.*?</style>", "", raw, flags=re.S)
-    by_id: dict[str, str] = {}
+    table_id = m.group(1) if (m := re.search(r'<table[^>]*\bid="([^"]+)"', body)) else None
+    rules: list[tuple[tuple[str | None, str | None, frozenset[str]], str]] = []
     for selectors, decls in _RULE.findall(css):
-        decls = " ".join(decls.split()).strip()
+        decls = " ".join(decls.split()).strip().rstrip(";")
         for selector in selectors.split(","):
-            selector = selector.strip()
-            if re.fullmatch(r"#[\w-]+", selector):
-                by_id[selector[1:]] = by_id.get(selector[1:], "") + decls
+            parts = selector.split()
+            if len(parts) == 2 and parts[0] in (f"#{table_id}", "table"):
+                parts = parts[1:]  # "#T_x td": every element is inside that table
+            compound = _compound(parts[0]) if len(parts) == 1 else None
+            if compound is not None and decls:
+                rules.append((compound, decls))
 
     def add_style(match: re.Match[str]) -> str:
         tag, attrs = match.group(1), match.group(2) or ""
-        found = re.search(r'\bid="([^"]+)"', attrs)
-        base = _TH_STYLE if tag == "th" else _TD_STYLE if tag == "td" else _TABLE_STYLE if tag == "table" else ""
-        extra = by_id.get(found.group(1), "") if found else ""
-        style = ";".join(s for s in (base, extra) if s)
+        found_id = m.group(1) if (m := re.search(r'\bid="([^"]+)"', attrs)) else None
+        found_classes = frozenset(m.group(1).split()) if (m := re.search(r'\bclass="([^"]*)"', attrs)) else frozenset()
+        styles = [_BASE_STYLE.get(tag, "")]
+        for (want_tag, want_id, want_classes), decls in rules:
+            if (
+                (want_tag is None or want_tag == tag)
+                and (want_id is None or want_id == found_id)
+                and want_classes <= found_classes
+            ):
+                styles.append(decls)
+        style = ";".join(s for s in styles if s)
         return f'<{tag}{attrs} style="{htmllib.escape(style)}">' if style else match.group(0)
 
-    return re.sub(r"<(table|th|td)(\s[^>]*)?>", add_style, body)
+    return _STYLED_TAGS.sub(add_style, body)
 
 
 class _TextExtractor(HTMLParser):

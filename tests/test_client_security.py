@@ -374,6 +374,16 @@ def test_display_name_with_comma_is_one_recipient() -> None:  # C2
     assert capture.messages[0].rcpt_tos == ["jane@example.org"]
 
 
+def test_idn_domain_goes_out_as_a_labels() -> None:
+    with aiosmtpd_server() as (capture, port), client(port) as s:
+        s.sendmail("sender@bücher.example", ["Zoë <zoe@Straße.de>"], MSG)
+        with pytest.raises(ValueError, match="internationalised domain"):
+            s.sendmail("sender@example.org", ["a@" + "ü" * 70 + ".example"], MSG)
+    assert capture.messages[0].mail_from == "sender@xn--bcher-kva.example"
+    assert capture.messages[0].rcpt_tos == ["zoe@xn--strae-oqa.de"]
+    assert "SMTPUTF8" not in capture.messages[0].mail_options
+
+
 def test_envelope_from_header_cannot_smuggle() -> None:  # C4
     msg = email.message.Message()
     msg["From"] = "s@example.org\r\nRCPT TO:<hijacker@example.org>"

@@ -145,3 +145,16 @@ def test_dask_partitions_are_sent_on_the_workers(tmp_path: Path) -> None:
         assert sorted(m.envelope.rcpt_tos[0] for m in server.messages) == sorted(f"u{i}@example.org" for i in range(60))
     with pytest.raises(ValueError, match="key_column"):
         Campaign(frame, sender="s@example.org", subject="s", text="t")
+
+
+def test_idn_domains_in_the_data_go_out_as_a_labels() -> None:
+    rows = [{"email": "Zoë <zoe@bücher.example>", "name": "Zoë"}, {"email": "bob@example.org", "name": "Bob"}]
+    campaign = Campaign(rows, sender="Jörg <news@straße.de>", subject="Hi {{ name }}", text="Hello {{ name }}")
+    first, second = campaign.prepare()
+    assert (first.sender, list(first.recipients)) == ("news@xn--strae-oqa.de", ["zoe@xn--bcher-kva.example"])
+    for prepared in (first, second):
+        assert prepared.data.split(b"\r\n\r\n")[0].isascii()  # headers: no SMTPUTF8 needed
+        parsed = email.message_from_bytes(prepared.data, policy=email.policy.default)
+        assert parsed["From"].addresses[0].addr_spec == "news@xn--strae-oqa.de"
+        assert parsed["From"].addresses[0].display_name == "Jörg"
+        assert [a.addr_spec for a in parsed["To"].addresses] == list(prepared.recipients)

@@ -115,6 +115,34 @@ def test_tables_and_inline_figures_by_cid() -> None:
     assert "<td" in table_html(df)
 
 
+def test_styler_table_styles_are_inlined() -> None:
+    pd = need("pandas")
+    frame = pd.DataFrame({"region": ["EMEA", "AMER"], "orders": [1250, 1870]})
+    styler = (
+        frame.style.set_table_styles(
+            [
+                {"selector": "th", "props": "background: #123456"},
+                {"selector": ".row_heading", "props": "color: blue"},
+                {"selector": "caption", "props": "font-weight: bold"},
+                {"selector": "tr:hover", "props": "color: red"},  # cannot be inlined
+            ]
+        )
+        .set_table_styles({"orders": [{"selector": "td", "props": "text-align: right"}]}, overwrite=False)
+        .set_caption("Orders")
+        .highlight_max("orders", color="yellow")
+    )
+    msg = Message("me@example.org", to="you@example.org", subject="s").add_table(styler)
+    html = parse(msg.as_bytes()).get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "<style" not in html and "hover" not in html and "color: red" not in html
+    headers = re.findall(r"<th\s[^>]*>", html)
+    assert headers and all("background: #123456" in h for h in headers)
+    assert all("color: blue" in h for h in headers if "row_heading" in h)
+    assert '<caption style="font-weight: bold">' in html
+    cells = dict(re.findall(r'<td[^>]*class="data (row\d col\d)"[^>]*style="([^"]*)"', html))
+    assert "text-align: right" in cells["row0 col1"] and "text-align: right" not in cells["row0 col0"]
+    assert "background-color: yellow" in cells["row1 col1"] and "yellow" not in cells["row0 col1"]
+
+
 @pytest.mark.parametrize(
     "value", ["x\r\nBcc: evil@x.org", "x\nBcc: evil@x.org", "x\rBcc: e", "x\u2028Bcc: e", "x\x85Bcc: e"]
 )
@@ -154,6 +182,26 @@ def test_non_ascii_addresses_use_smtputf8_policy() -> None:
     msg = Message("jörg@exämple.org", to="zoë@example.org", subject="Grüße", text="ü")
     assert msg.needs_smtputf8
     assert "jörg@exämple.org".encode() in msg.as_bytes()
+
+
+def test_idn_domains_become_a_labels_and_need_no_smtputf8() -> None:
+    msg = Message("Jörg <joerg@bücher.example>", to=["Zoë <zoe@Straße.de>", "x@bücher.example"], subject="s", text="t")
+    assert msg.recipients == ["zoe@xn--strae-oqa.de", "x@xn--bcher-kva.example"]  # IDNA 2008: ß is not "ss"
+    assert not msg.needs_smtputf8
+    data = msg.as_bytes()
+    assert data.isascii()
+    got = email.message_from_bytes(data, policy=email.policy.default)
+    assert got["From"].addresses[0].display_name == "Jörg"
+    assert got["From"].addresses[0].addr_spec == "joerg@xn--bcher-kva.example"
+    assert [a.addr_spec for a in got["To"].addresses] == msg.recipients
+    with CaptureServer(smtputf8=False) as server, smtpkit.SMTP(server.host, server.port) as smtp:
+        msg.send(smtp)  # a server without SMTPUTF8 takes it
+        [received] = server.messages
+    assert received.envelope.mail_from == "joerg@xn--bcher-kva.example"
+    assert received.envelope.rcpt_tos == ("zoe@xn--strae-oqa.de", "x@xn--bcher-kva.example")
+    for bad in ("a@bücher..example", "a@" + "ü" * 70 + ".example", "a@b\u200dc.example"):
+        with pytest.raises(ValueError, match=r"domain|address"):
+            Message("me@example.org", to=bad)
 
 
 def test_preview_is_sandboxed_and_runs_no_script() -> None:
