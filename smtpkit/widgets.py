@@ -238,6 +238,13 @@ def _connection(connection: ConnectionForm | Account | None) -> ConnectionForm |
     return connection if connection is not None else ConnectionForm()
 
 
+def _with_server(children: list[Any], connection: Any, show: bool | None, created_here: bool) -> list[Any]:
+    """The form's children, under a collapsible "Server" section when the form made its own connection form."""
+    if (created_here if show is None else show) and isinstance(connection, ConnectionForm):
+        return [W.Accordion(children=[connection], titles=("Server",)), *children]
+    return children
+
+
 def _account_of(connection: ConnectionForm | Account) -> Account:
     return connection.account() if isinstance(connection, ConnectionForm) else connection
 
@@ -295,11 +302,7 @@ class ComposeForm(W.VBox):  # type: ignore[misc]
             self.status,
             self.result,
         ]
-        if show_connection is None:
-            show_connection = connection is None
-        if show_connection and isinstance(self.connection, ConnectionForm):
-            children = [W.Accordion(children=[self.connection], titles=("Server",)), *children]
-        super().__init__(children=children)
+        super().__init__(children=_with_server(children, self.connection, show_connection, connection is None))
         self.add_class("smtpkit-compose")
         self.refresh_preview()
 
@@ -486,11 +489,7 @@ class BulkForm(W.VBox):  # type: ignore[misc]
             self.status,
             self.results,
         ]
-        if show_connection is None:
-            show_connection = connection is None
-        if show_connection and isinstance(self.connection, ConnectionForm):
-            children = [W.Accordion(children=[self.connection], titles=("Server",)), *children]
-        super().__init__(children=children)
+        super().__init__(children=_with_server(children, self.connection, show_connection, connection is None))
         self.add_class("smtpkit-bulk")
         self.refresh_preview()
 

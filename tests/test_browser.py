@@ -72,18 +72,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+def _wait_until(ready: Any, what: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+            if ready():
+                return
         except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"{url} did not answer in {timeout} s")
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{what} not ready in {timeout} s")
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+def _port_open(port: int) -> bool:
+    socket.create_connection(("127.0.0.1", port), 1).close()
+    return True
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -159,7 +169,7 @@ def lab(capture: CaptureServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
     proc = subprocess.Popen(cmd, env=_server_env(capture, home), stdout=log, stderr=log, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{base}/api/status?token={token}", proc)
+        _wait_until(lambda: _http_ok(f"{base}/api/status?token={token}"), "JupyterLab", proc)
         yield {"base": base, "token": token, "dir": notebooks}
     finally:
         _stop(proc)
@@ -283,24 +293,11 @@ def voila(capture: CaptureServer, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_port(port, proc)  # Voila has no status API, and its page would start a kernel
+        _wait_until(lambda: _port_open(port), "Voila", proc)  # no status API; its page would start a kernel
         yield {"base": base, "token": token, "dir": notebooks}
     finally:
         _stop(proc)
         log.close()
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"port {port} did not open in {timeout} s")
 
 
 def test_voila_forms(voila: dict[str, Any], capture: CaptureServer, page: Any, tmp_path: Path) -> None:
