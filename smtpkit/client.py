@@ -317,12 +317,15 @@ class SMTP:
         if sock is None:
             raise self._not_connected()
         try:
-            polled = self._pollers(sock)
+            polled = self._polled
+            if polled is None or polled[0] is not sock:
+                polled = self._pollers(sock)
             if polled is None:
                 self._set_timeout(sock, self._timeout_for(phase))
                 sock.sendall(data)
                 return
-            self._set_timeout(sock, None)
+            if self._sock_timeout is not None:
+                self._set_timeout(sock, None)
             try:
                 sent = sock.send(data, _DONTWAIT)  # the common case: it all fits in the socket buffer
             except BlockingIOError:
@@ -402,18 +405,21 @@ class SMTP:
         final = phase == FINAL
         quickack = quickack and self._tcp and _QUICKACK is not None
         debug = self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG)
-        polled = self._pollers(sock)
+        polled = self._polled
+        if polled is None or polled[0] is not sock:
+            polled = self._pollers(sock)
         try:
             while len(got) < count:
                 if polled is not None:  # blocking socket: wait with poll(), then recv() returns at once
-                    self._set_timeout(sock, None)
+                    if self._sock_timeout is not None:
+                        self._set_timeout(sock, None)
                     if quickack:
                         sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
                     if deadline is None:
                         polled[1].poll()
                     else:
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0 or not polled[1].poll(_poll_ms(remaining)):
+                        if remaining <= 0 or not polled[1].poll(int(remaining * 1000.0) + 1):
                             if deadline - time.monotonic() <= 0:
                                 raise TimeoutError("timed out")
                             continue

@@ -159,6 +159,24 @@ def test_every_exchange_gets_its_own_deadline(make_client: Factory) -> None:
         assert 0.25 < time.monotonic() - start < 0.9
 
 
+def test_a_server_that_stops_reading_cannot_outlast_the_timeout(make_client: Factory) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo("PIPELINING")
+        conn.until(b"DATA\r\n")
+        conn.send(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+        time.sleep(4)  # and never read the message: the client's writes block
+
+    big = b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 400_000  # 32 MB
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=1.0)
+        start = time.monotonic()
+        with pytest.raises(smtplib.SMTPServerDisconnected):  # a timeout, or an unknown outcome
+            c.sendmail("a@example.org", ["b@example.org"], big)
+        assert time.monotonic() - start < 3.0
+        assert c.sock is None
+
+
 def test_garbage_and_unsolicited_replies(make_client: Factory) -> None:
     def script(conn: Conn) -> None:
         conn.send(GREETING)
