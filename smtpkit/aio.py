@@ -85,6 +85,11 @@ class _Protocol(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        # one lazily re-armed timer enforces the read deadline (no timer per read): it
+        # fires at the earliest deadline it was armed for and re-arms for a later one
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -123,13 +128,40 @@ class _Protocol(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Until more data, EOF or an error arrives."""
-        self._waiter = asyncio.get_running_loop().create_future()
+    async def wait(self, deadline: float | None = None) -> None:
+        """Until more data, EOF or an error arrives; TimeoutError at ``deadline`` (loop time)."""
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        if deadline is not None:
+            self._deadline = deadline
+            timer = self._timer
+            if timer is None or self._timer_at > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
+                self._timer_at = deadline
         try:
             await self._waiter
         finally:
             self._waiter = None
+            self._deadline = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline, waiter = self._deadline, self._waiter
+        if deadline is None or waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms the timer again
+        loop = waiter.get_loop()
+        if loop.time() >= deadline:
+            waiter.set_exception(TimeoutError())
+        else:  # armed for an earlier read's deadline: wait on for this one
+            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def drain(self) -> None:
         if self._paused and not self.closed:
@@ -189,6 +221,7 @@ class AsyncSMTP:
         self._protocol: _Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._closed_by: BaseException | None = None
+        self._tcp_sock: socket.socket | None = None  # for TCP_QUICKACK
 
     def __repr__(self) -> str:
         state = "connected" if self._transport is not None else "not connected"
@@ -233,10 +266,13 @@ class AsyncSMTP:
 
     def close(self) -> None:
         """Drop the connection (no QUIT)."""
-        transport = self._transport
+        transport, protocol = self._transport, self._protocol
         self._transport = None
         self._protocol = None
         self._session = Session()
+        self._tcp_sock = None
+        if protocol is not None:
+            protocol.cancel_timer()
         if transport is not None:
             transport.abort()
 
@@ -293,13 +329,12 @@ class AsyncSMTP:
             self.close()  # part of the message may be on the wire: the only safe end is a drop
             raise
         session.outstanding += ex.replies
-        if _QUICKACK is not None and (sent > _QUICKACK_AFTER or ex.replies > 1):
-            sock = transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-                except OSError:
-                    pass
+        sock = self._tcp_sock
+        if sock is not None and (sent > _QUICKACK_AFTER or ex.replies > 1):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+            except OSError:
+                pass
         return await self._read(ex.replies, ex.phase)
 
     async def _drain(self, protocol: _Protocol) -> None:
@@ -315,32 +350,33 @@ class AsyncSMTP:
             return got  # already here: no deadline to arm
         final = phase == FINAL
         try:
-            async with asyncio.timeout(self._timeout_for(phase)):
-                while len(got) < count:
-                    assert protocol is not None
-                    if protocol.error is not None:
-                        got.extend(session.take(count - len(got)))
-                        error = protocol.error
-                        self.close()
-                        if isinstance(error, SMTPProtocolError):
-                            self._closed_by = error
-                            if len(got) == count:
-                                return got
-                            if final:
-                                raise SMTPUnknownOutcome(f"the final reply was unreadable: {error}") from error
-                            raise error
-                        if isinstance(error, SMTPServerDisconnected):
-                            raise error
-                        raise SMTPServerDisconnected(f"Connection unexpectedly closed: {error}")
-                    if protocol.closed:
-                        self.close()
-                        if got and got[-1].code == 421:
+            timeout = self._timeout_for(phase)
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            while len(got) < count:
+                assert protocol is not None
+                if protocol.error is not None:
+                    got.extend(session.take(count - len(got)))
+                    error = protocol.error
+                    self.close()
+                    if isinstance(error, SMTPProtocolError):
+                        self._closed_by = error
+                        if len(got) == count:
                             return got
                         if final:
-                            raise SMTPUnknownOutcome("Connection closed before the final reply")
-                        raise SMTPServerDisconnected("Connection unexpectedly closed")
-                    await protocol.wait()
-                    got.extend(session.take(count - len(got)))
+                            raise SMTPUnknownOutcome(f"the final reply was unreadable: {error}") from error
+                        raise error
+                    if isinstance(error, SMTPServerDisconnected):
+                        raise error
+                    raise SMTPServerDisconnected(f"Connection unexpectedly closed: {error}")
+                if protocol.closed:
+                    self.close()
+                    if got and got[-1].code == 421:
+                        return got
+                    if final:
+                        raise SMTPUnknownOutcome("Connection closed before the final reply")
+                    raise SMTPServerDisconnected("Connection unexpectedly closed")
+                await protocol.wait(deadline)
+                got.extend(session.take(count - len(got)))
         except TimeoutError as exc:
             self.close()
             if final:
@@ -408,6 +444,8 @@ class AsyncSMTP:
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if _QUICKACK is not None:
+                self._tcp_sock = sock
         self._transport, self._protocol = transport, protocol  # type: ignore[assignment]
         session.outstanding += 1
         reply = (await self._read(1, GREETING))[0]

@@ -109,6 +109,17 @@ _RECV = 65536
 _MISSING = object()
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 _QUICKACK_AFTER = 16384  # bytes written before a read that get an immediate ACK
+# Plain (non-TLS) sockets on POSIX run in blocking mode and wait with poll(): a socket
+# with a timeout would poll() again inside every send() and recv() (two syscalls each).
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_POLL = _DONTWAIT != 0 and hasattr(select, "poll")
+_POLLIN = getattr(select, "POLLIN", 1)
+_POLLOUT = getattr(select, "POLLOUT", 4)
+
+
+def _poll_ms(remaining: float | None) -> int | None:
+    """poll()'s timeout for ``remaining`` seconds (rounded up; None waits forever)."""
+    return None if remaining is None else max(int(remaining * 1000.0) + 1, 0)
 
 
 def quoteaddr(addrstring: str) -> str:
@@ -187,6 +198,7 @@ class SMTP:
         self._closed_by: BaseException | None = None
         self._timeouts: dict[tuple[str, object, object], float | None] = {}
         self._sock_timeout: float | None = -1.0  # what the socket is set to (-1: unknown)
+        self._polled: tuple[socket.socket, Any, Any] | None = None  # (sock, POLLIN poller, POLLOUT poller)
         self._tcp = False
         self._caps: tuple[dict[str, str], Capabilities] | None = None
         self._port = 0
@@ -287,17 +299,59 @@ class SMTP:
             sock.settimeout(timeout)
             self._sock_timeout = timeout
 
+    def _pollers(self, sock: socket.socket) -> tuple[socket.socket, Any, Any] | None:
+        """poll() objects for a plain socket, which then stays in blocking mode; None for TLS."""
+        polled = self._polled
+        if polled is not None and polled[0] is sock:
+            return polled
+        if not _POLL or isinstance(sock, ssl.SSLSocket):
+            return None
+        readable, writable = select.poll(), select.poll()
+        readable.register(sock, _POLLIN)
+        writable.register(sock, _POLLOUT)
+        self._polled = polled = (sock, readable, writable)
+        return polled
+
     def _write(self, data: bytes, phase: str) -> None:
         sock = self.sock
         if sock is None:
             raise self._not_connected()
         try:
-            self._set_timeout(sock, self._timeout_for(phase))
-            sock.sendall(data)
+            polled = self._polled
+            if polled is None or polled[0] is not sock:
+                polled = self._pollers(sock)
+            if polled is None:
+                self._set_timeout(sock, self._timeout_for(phase))
+                sock.sendall(data)
+                return
+            if self._sock_timeout is not None:
+                self._set_timeout(sock, None)
+            try:
+                sent = sock.send(data, _DONTWAIT)  # the common case: it all fits in the socket buffer
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                self._write_rest(sock, polled[2], data, sent, self._timeout_for(phase))
         except TimeoutError as exc:
             raise self._closed(SMTPTimeoutError(f"timed out sending to the server: {exc}")) from exc
         except OSError as exc:
             raise self._closed(SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}")) from exc
+
+    @staticmethod
+    def _write_rest(sock: socket.socket, writable: Any, data: bytes, sent: int, timeout: float | None) -> None:
+        """The rest of a write the socket buffer could not take at once, within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with memoryview(data) as view:
+            while sent < len(view):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("timed out")
+                if not writable.poll(_poll_ms(remaining)):
+                    continue  # the loop checks the deadline
+                try:
+                    sent += sock.send(view[sent:], _DONTWAIT)
+                except BlockingIOError:
+                    pass
 
     def _check_idle(self) -> None:
         """Before a new command: anything the server sent unasked is an error (A9)."""
@@ -306,11 +360,20 @@ class SMTP:
         session = self._session
         try:
             session.check_clean("while idle")
-            ready = (isinstance(sock, ssl.SSLSocket) and sock.pending()) or select.select([sock], [], [], 0)[0]
+            polled = self._pollers(sock)
+            if polled is not None:
+                ready = bool(polled[1].poll(0))
+            else:
+                ready = bool(
+                    (isinstance(sock, ssl.SSLSocket) and sock.pending()) or select.select([sock], [], [], 0)[0]
+                )
             if ready:
-                self._set_timeout(sock, 0.0)
                 try:
-                    data: bytes | None = sock.recv(_RECV)
+                    if polled is not None:
+                        data: bytes | None = sock.recv(_RECV, _DONTWAIT)
+                    else:
+                        self._set_timeout(sock, 0.0)
+                        data = sock.recv(_RECV)
                 except (ssl.SSLWantReadError, BlockingIOError):
                     data = None  # TLS housekeeping (a session ticket): no application data
                 if data == b"":
@@ -342,20 +405,41 @@ class SMTP:
         final = phase == FINAL
         quickack = quickack and self._tcp and _QUICKACK is not None
         debug = self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG)
+        polled = self._polled
+        if polled is None or polled[0] is not sock:
+            polled = self._pollers(sock)
         try:
             while len(got) < count:
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError("timed out")
-                    current = self._sock_timeout
-                    if current is None or current <= 0 or current > remaining + 0.05:
-                        self._set_timeout(sock, remaining)  # never wait past the deadline
-                elif self._sock_timeout is not None:
-                    self._set_timeout(sock, None)
-                if quickack:
-                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
-                data = sock.recv(_RECV)
+                if polled is not None:  # blocking socket: wait with poll(), then recv() returns at once
+                    if self._sock_timeout is not None:
+                        self._set_timeout(sock, None)
+                    if quickack:
+                        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+                    if deadline is None:
+                        polled[1].poll()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not polled[1].poll(int(remaining * 1000.0) + 1):
+                            if deadline - time.monotonic() <= 0:
+                                raise TimeoutError("timed out")
+                            continue
+                    try:
+                        data = sock.recv(_RECV, _DONTWAIT)
+                    except BlockingIOError:  # a spurious wake-up
+                        continue
+                else:
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise TimeoutError("timed out")
+                        current = self._sock_timeout
+                        if current is None or current <= 0 or current > remaining + 0.05:
+                            self._set_timeout(sock, remaining)  # never wait past the deadline
+                    elif self._sock_timeout is not None:
+                        self._set_timeout(sock, None)
+                    if quickack:
+                        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+                    data = sock.recv(_RECV)
                 if not data:
                     self.close()
                     if got and got[-1].code == 421:
@@ -401,10 +485,15 @@ class SMTP:
         return SMTPServerDisconnected("please run connect() first")
 
     def _exchange(self, ex: Exchange) -> list[Reply]:
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             raise self._not_connected()
-        if self._session.outstanding == 0:
-            self._check_idle()
+        session = self._session
+        if session.outstanding == 0:
+            polled = self._polled
+            # the common case in one poll(0); anything unusual goes through the full check
+            if polled is None or polled[0] is not sock or session.queue or session.parser.pending or polled[1].poll(0):
+                self._check_idle()
         debug = self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG)
         sent = len(ex.data)
         if sent:
@@ -909,6 +998,7 @@ class SMTP:
                 sock.close()
             self._session = Session()
             self._sock_timeout = -1.0
+            self._polled = None
             self.command_encoding = "ascii"
 
     def quit(self) -> Reply:

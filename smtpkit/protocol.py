@@ -285,13 +285,15 @@ class Body:
         if self.data is not None and self._encoded is None:
             self._encoded = encode_data(self.data)
 
-    def data_stream(self, check_8bit: bool) -> Iterator[bytes]:
+    def data_stream(self, check_8bit: bool) -> Iterable[bytes]:
         """The DATA bytes, dot-stuffed and terminated, chunk by chunk."""
         if self.data is not None:
             self.encode()
             assert self._encoded is not None
-            yield self._encoded
-            return
+            return (self._encoded,)  # in memory: one chunk, encoded (and checked) already
+        return self._encode_stream(check_8bit)
+
+    def _encode_stream(self, check_8bit: bool) -> Iterator[bytes]:
         encoder = DataEncoder()
         for chunk in self.chunks():
             if check_8bit and not bytes(chunk).isascii():
@@ -327,7 +329,7 @@ def _stream_size(source: Any) -> int | None:
 
 
 def _options(options: Sequence[str] | str | None, what: str) -> list[str]:
-    if options is None:
+    if options is None or (type(options) is tuple and not options):  # the common case: none
         return []
     if isinstance(options, str | bytes):  # ("SMTPUTF8") is a str: smtplib would send S M T P ...
         raise TypeError(f"{what} must be a sequence of strings such as ('SMTPUTF8',), not a single string")
@@ -342,7 +344,9 @@ def _options(options: Sequence[str] | str | None, what: str) -> list[str]:
     return result
 
 
-def _has_option(options: Iterable[str], name: str) -> bool:
+def _has_option(options: Sequence[str], name: str) -> bool:
+    if not options:
+        return False
     name = name.upper()
     return any(o.upper() == name or o.upper().startswith(name + "=") for o in options)
 
@@ -390,13 +394,15 @@ def envelope_lines(
     sender_addr = envelope_address(sender)
     rcpt_addrs = [envelope_address(r) for r in recipients]
     opts = _options(mail_options, "mail_options")
+    per_rcpt: dict[str, list[str]] | None = None  # None: no recipient has options
     if isinstance(rcpt_options, Mapping):
         per_rcpt = {r: _options(rcpt_options.get(r, ()), "rcpt_options") for r in recipients}
     else:
         shared = _options(rcpt_options, "rcpt_options")
-        per_rcpt = {r: shared for r in recipients}
+        if shared:
+            per_rcpt = {r: shared for r in recipients}
     utf8 = _has_option(opts, "SMTPUTF8")
-    if any(needs_smtputf8(a) for a in (sender_addr, *rcpt_addrs)) and not utf8:
+    if (needs_smtputf8(sender_addr) or any(map(needs_smtputf8, rcpt_addrs))) and not utf8:
         if not caps.smtputf8:
             raise SMTPNotSupportedError(
                 "an envelope address has non-ASCII characters, which needs SMTPUTF8, "
@@ -429,19 +435,22 @@ def envelope_lines(
             for name in ("RET", "ENVID"):
                 if _has_option(opts, name):
                     raise SMTPNotSupportedError(f"{name}= needs DSN, which the server does not advertise")
-            for options in per_rcpt.values():
+            for options in (per_rcpt or {}).values():
                 for name in ("NOTIFY", "ORCPT"):
                     if _has_option(options, name):
                         raise SMTPNotSupportedError(f"{name}= needs DSN, which the server does not advertise")
-    elif opts or any(per_rcpt.values()):
+    elif opts or (per_rcpt is not None and any(per_rcpt.values())):
         raise SMTPNotSupportedError("ESMTP options given but the server only speaks plain SMTP (HELO)")
 
     # every part was checked for control characters above (addresses, options): encode only
     mail_line = _encode_line("MAIL", f"MAIL FROM:<{sender_addr}>" + "".join(" " + o for o in opts), utf8)
-    rcpt_lines = [
-        _encode_line("RCPT", f"RCPT TO:<{addr}>" + "".join(" " + o for o in per_rcpt[r]), utf8)
-        for r, addr in zip(recipients, rcpt_addrs, strict=True)
-    ]
+    if per_rcpt is None:
+        rcpt_lines = [_encode_line("RCPT", f"RCPT TO:<{addr}>", utf8) for addr in rcpt_addrs]
+    else:
+        rcpt_lines = [
+            _encode_line("RCPT", f"RCPT TO:<{addr}>" + "".join(" " + o for o in per_rcpt[r]), utf8)
+            for r, addr in zip(recipients, rcpt_addrs, strict=True)
+        ]
     body.encode()  # a NUL or an over-long line is refused here, before any byte is sent
     return mail_line, rcpt_lines
 

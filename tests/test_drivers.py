@@ -135,6 +135,48 @@ def test_deadline_against_a_slow_drip(make_client: Factory) -> None:
         assert time.monotonic() - start < 2.0
 
 
+def test_every_exchange_gets_its_own_deadline(make_client: Factory) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.line()
+        conn.send(b"250 ok\r\n")
+        conn.line()
+        time.sleep(0.7)
+        conn.send(b"250 late but in time\r\n")
+        conn.line()
+        conn.rest(timeout=3)  # silent from now on
+
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=1.0)
+        assert c.noop()[0] == 250
+        time.sleep(0.6)
+        # 1.3 s after the first read began, but 0.7 s into its own: the earlier deadline is gone
+        assert c.noop() == (250, b"late but in time")
+        getattr(c, "client", c).timeout = 0.3  # a shorter timeout applies to the next read at once
+        start = time.monotonic()
+        with pytest.raises(smtpkit.SMTPTimeoutError):
+            c.noop()
+        assert 0.25 < time.monotonic() - start < 0.9
+
+
+def test_a_server_that_stops_reading_cannot_outlast_the_timeout(make_client: Factory) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo("PIPELINING")
+        conn.until(b"DATA\r\n")
+        conn.send(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+        time.sleep(4)  # and never read the message: the client's writes block
+
+    big = b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 400_000  # 32 MB
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=1.0)
+        start = time.monotonic()
+        with pytest.raises(smtplib.SMTPServerDisconnected):  # a timeout, or an unknown outcome
+            c.sendmail("a@example.org", ["b@example.org"], big)
+        assert time.monotonic() - start < 3.0
+        assert c.sock is None
+
+
 def test_garbage_and_unsolicited_replies(make_client: Factory) -> None:
     def script(conn: Conn) -> None:
         conn.send(GREETING)
