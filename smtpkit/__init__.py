@@ -66,6 +66,10 @@ def __getattr__(name: str) -> object:
         from .merge import Campaign
 
         return Campaign
+    if name == "Account":
+        from .account import Account
+
+        return Account
     if name in ("AsyncSMTP", "send_batch"):
         from . import aio
 
@@ -82,6 +86,7 @@ __all__ = [
     "SMTP_PORT",
     "SMTP_SSL",
     "SMTP_SSL_PORT",
+    "Account",
     "AsyncSMTP",
     "Campaign",
     "Capabilities",
