@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 try:
     import ipywidgets as W  # type: ignore[import-untyped,unused-ignore]
@@ -503,32 +503,41 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         if self.journal.value == f"{old}.journal.sqlite":
             self.journal.value = f"{new}.journal.sqlite"
 
+    def _spec(self) -> dict[str, Any]:
+        body, mode = self.body.value, self.mode.value
+        if not body.strip():
+            raise ValueError("write the body template")
+        if not self.sender.value.strip():
+            raise ValueError("fill in From")
+        return {
+            "sender": self.sender.value.strip(),
+            "subject": self.subject.value,
+            "to_column": self.to_column.value,
+            "text": body if mode == "text" else None,
+            "html": body if mode == "html" else None,
+            "markdown": body if mode == "markdown" else None,
+            "name": self.name.value.strip() or "campaign",
+        }
+
     def campaign(self) -> Any:
         """The :class:`~smtpkit.merge.Campaign` the form describes (cached until an edit)."""
         if self._campaign is None:
             from .merge import Campaign
 
-            body, mode = self.body.value, self.mode.value
-            if not body.strip():
-                raise ValueError("write the body template")
-            if not self.sender.value.strip():
-                raise ValueError("fill in From")
-            self._campaign = Campaign(
-                self.data,
-                sender=self.sender.value.strip(),
-                subject=self.subject.value,
-                to_column=self.to_column.value,
-                text=body if mode == "text" else None,
-                html=body if mode == "html" else None,
-                markdown=body if mode == "markdown" else None,
-                name=self.name.value.strip() or "campaign",
-            )
+            self._campaign = Campaign(self.rows, **self._spec())
         return self._campaign
+
+    def _row_message(self, index: int) -> Message:
+        """One row's message; while editing, only that row is set up (fast on large tables)."""
+        if self._campaign is not None:
+            return cast(Message, self._campaign.preview(index))
+        from .merge import Campaign
+
+        return Campaign([self.rows[index]], **self._spec()).preview(0)
 
     def refresh_preview(self) -> None:
         try:
-            msg = self.campaign().preview(self.row.value)
-            self.preview.value = msg._repr_html_()
+            self.preview.value = self._row_message(self.row.value)._repr_html_()
         except Exception as exc:  # a template error is shown, not raised
             self.preview.value = _error(f"Row {self.row.value}: {_plain(exc)}")
 
@@ -542,7 +551,7 @@ class BulkForm(W.VBox):  # type: ignore[misc]
             from .address import header_addresses
 
             rcpt = header_addresses(to, "Test to")
-            msg = self.campaign().preview(self.row.value)
+            msg = self._row_message(self.row.value)
             account = _account_of(self.connection)
             with account.connect() as smtp:
                 result = smtp.sendmail(msg._sender_spec, rcpt, msg.as_bytes())
