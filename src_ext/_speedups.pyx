@@ -20,7 +20,9 @@ from libc.string cimport memchr, memcpy
 
 cimport cython
 
+import os
 import sys
+import warnings
 
 from smtpkit._speedups_py import (
     MAX_DATA_LINE_LENGTH,
@@ -62,6 +64,11 @@ cdef extern from "_hotpath.h":
                        sk_enc_state* st) nogil
     int sk_encode(const unsigned char* p, Py_ssize_t n, Py_ssize_t limit, unsigned char* out,
                   sk_enc_state* st) nogil
+    const char* sk_encode_names[3]
+    int sk_encode_count
+    const char* sk_encode_kernel_name
+    void sk_encode_init()
+    int sk_encode_use(int k)
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -80,6 +87,39 @@ __all__ = [
 ]
 
 _SIMD = (<bytes>sk_simd_name).decode("ascii")  # which build of _hotpath.h: sse2, neon, scalar
+
+sk_encode_init()
+
+
+def _encode_kernels():
+    """Names of the DATA encoder kernels this build has and this CPU runs, best last
+    (``_SIMD``'s, and ``"avx2"`` on x86-64 CPUs that have it)."""
+    return tuple((<bytes>sk_encode_names[k]).decode("ascii") for k in range(sk_encode_count))
+
+
+def _encode_kernel():
+    """The name of the DATA encoder kernel in use (the best one, unless changed)."""
+    return (<bytes>sk_encode_kernel_name).decode("ascii")
+
+
+def _use_encode_kernel(name):
+    """Use the DATA encoder kernel ``name`` (one of ``_encode_kernels()``) from now on;
+    return the previous one's name. For tests and benchmarks: every kernel gives the same
+    bytes."""
+    previous = _encode_kernel()
+    names = _encode_kernels()
+    if name not in names:
+        raise ValueError(f"no DATA encoder kernel {name!r} here (have {', '.join(names)})")
+    sk_encode_use(names.index(name))
+    return previous
+
+
+# SMTPKIT_ENCODE_KERNEL=<name> chooses the kernel from the start (benchmarks, tests).
+if os.environ.get("SMTPKIT_ENCODE_KERNEL"):
+    try:
+        _use_encode_kernel(os.environ["SMTPKIT_ENCODE_KERNEL"])
+    except ValueError as exc:
+        warnings.warn(f"SMTPKIT_ENCODE_KERNEL ignored: {exc}", RuntimeWarning, stacklevel=1)
 
 cdef object _Reply = Reply
 # Filling a freshly allocated tuple subtype directly is the fastest way to build a Reply;
