@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -78,7 +79,8 @@ def test_the_kernels() -> None:
     assert COMPILED is not None
     names = COMPILED._encode_kernels()
     assert names[0] == COMPILED._SIMD
-    assert COMPILED._encode_kernel() == names[-1]  # the best one by default
+    if not os.environ.get("SMTPKIT_ENCODE_KERNEL"):
+        assert COMPILED._encode_kernel() == names[-1]  # the best one by default
     with pytest.raises(ValueError, match="no DATA encoder kernel"):
         COMPILED._use_encode_kernel("mmx")
 
