@@ -101,7 +101,8 @@ def extensions() -> list[Extension]:
     ext = Extension(
         "smtpkit._speedups",
         ["src_ext/_speedups.pyx"],
-        depends=["src_ext/_hotpath.h"],  # the SIMD kernels: rebuild when it changes, ship in sdists
+        # the SIMD kernels: rebuild when they change, ship in sdists
+        depends=["src_ext/_hotpath.h", "src_ext/_hotpath_encode.h"],
         extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
     )
     return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)

@@ -2,13 +2,15 @@
  *
  * Three builds of the same few primitives, each working on a 64-byte block:
  *
- *   SSE2    x86-64, where SSE2 is baseline (no runtime CPU dispatch); GCC, Clang, MSVC
+ *   SSE2    x86-64, where SSE2 is baseline; GCC, Clang, MSVC
  *   NEON    AArch64 (Linux, macOS, Windows on Arm) and little-endian 32-bit ARM NEON
  *   scalar  anything else, and any build with -DSMTPKIT_NO_SIMD (to test this path on a
  *           machine that has SIMD: CFLAGS=-DSMTPKIT_NO_SIMD pip install ...)
  *
  * The kernels built on the primitives (the DATA encoder and the reply-line scanner) are
- * written once, so the three builds share all of their logic.
+ * written once, so the three builds share all of their logic. The DATA encoder's main
+ * kernel (_hotpath_encode.h) is also built for AVX2 on x86-64 with GCC or Clang, and
+ * chosen at run time when the CPU has it (sk_encode_init).
  *
  * Memory rules every kernel keeps (checked with ASan and UBSan):
  *   - no load outside the input p[0..n): a block is only loaded where all its 64 bytes
@@ -51,9 +53,11 @@ typedef ptrdiff_t Py_ssize_t;
 #  include <intrin.h>
 #  define SK_INLINE static __forceinline
 #  define SK_UNLIKELY(x) (x)
+#  define SK_LIKELY(x) (x)
 #else
 #  define SK_INLINE static inline __attribute__((always_inline))
 #  define SK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#  define SK_LIKELY(x) __builtin_expect(!!(x), 1)
 #endif
 
 static const char sk_simd_name[] = SK_SIMD_NAME;
@@ -459,123 +463,108 @@ static int sk_encode_scan(const unsigned char *p, Py_ssize_t n, Py_ssize_t limit
     return SK_OK;
 }
 
-/* Phase 2: encode p[st->i..n) to out + st->o. Returns SK_OK (st->o is then the output
- * length), SK_NUL or SK_LONG (st->err says where).
- *
- * out must have room for st->o + 2 * (n - st->i) + SK_OUT_SLACK bytes: every input byte
- * gives at most two output bytes, and block stores run up to SK_OUT_SLACK bytes ahead.
- *
- * The main loop reads the input in blocks of 64 bytes at a fixed stride, and keeps
- * `shift` = (output position) - (input position):
- *
- *  1. each block is stored to the output unconditionally, as if it held nothing to
- *     change, while its mask of bytes <= 13 is computed;
- *  2. usually that mask is empty and that is all. Otherwise each line break in it is
- *     fixed up in place: write CRLF over the break, write a '.' after it (counted only
- *     when the next line starts with '.': `shift += p[x1] == '.'` instead of a branch),
- *     then store again the 64 bytes that follow the break at their new, shifted place.
- *
- * Each break costs the same straight-line code whether it was CRLF, CR or LF and whether
- * a dot follows: the one data-dependent branch left is whether a block holds a break at
- * all. And the input position advances by a constant, so the loads of the next block
- * never wait for the fix-ups of this one. Bytes stored past the current output position
- * are garbage that later stores overwrite. */
+/* 1 if s[0..2) is CR LF: one 16-bit load, compared with the same two bytes read the same
+ * way (so whatever the byte order). */
+SK_INLINE Py_ssize_t sk_is_crlf(const unsigned char *s)
+{
+    uint16_t w, crlf;
+    memcpy(&w, s, 2);
+    memcpy(&crlf, "\r\n", 2);
+    return w == crlf;
+}
+
+/* Phase 2, the kernel (see _hotpath_encode.h): built once with this build's primitives,
+ * and on x86-64 with GCC or Clang once more for AVX2, chosen at run time (sk_encode). */
+#define SK_KFN sk_encode_base
+#define SK_KATTR
+#define SK_KCOPY_LOW64 sk_copy_low64
+#define SK_KCOPY64 sk_copy64
+#include "_hotpath_encode.h"
+
+typedef int (*sk_encode_fn)(const unsigned char *, Py_ssize_t, Py_ssize_t, unsigned char *, sk_enc_state *);
+
+/* The AVX2 kernel: the same code on 32-byte vectors, compiled for AVX2 (and BMI1/BMI2:
+ * tzcnt, shrx) by a target attribute, so that the module itself still runs on any x86-64.
+ * Not with MSVC (no target attributes, no __builtin_cpu_supports): SSE2 there. */
+#if defined(SK_SSE2) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(_MSC_VER)
+#  define SK_HAVE_AVX2 1
+#  include <immintrin.h>
+#  define SK_AVX2_ATTR __attribute__((target("avx2,bmi,bmi2")))
+
+SK_AVX2_ATTR static inline __attribute__((always_inline)) uint64_t
+sk_avx2_copy_low64(unsigned char *dst, const unsigned char *s)
+{
+    const __m256i k13 = _mm256_set1_epi8(13);
+    __m256i a = _mm256_loadu_si256((const __m256i *)s);
+    __m256i b = _mm256_loadu_si256((const __m256i *)(s + 32));
+    _mm256_storeu_si256((__m256i *)dst, a);
+    _mm256_storeu_si256((__m256i *)(dst + 32), b);
+    return (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(a, k13), a)) |
+           (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(b, k13), b)) << 32;
+}
+
+SK_AVX2_ATTR static inline __attribute__((always_inline)) void
+sk_avx2_copy64(unsigned char *dst, const unsigned char *s)
+{
+    __m256i a = _mm256_loadu_si256((const __m256i *)s);
+    __m256i b = _mm256_loadu_si256((const __m256i *)(s + 32));
+    _mm256_storeu_si256((__m256i *)dst, a);
+    _mm256_storeu_si256((__m256i *)(dst + 32), b);
+}
+
+#  define SK_KFN sk_encode_avx2
+#  define SK_KATTR SK_AVX2_ATTR
+#  define SK_KCOPY_LOW64 sk_avx2_copy_low64
+#  define SK_KCOPY64 sk_avx2_copy64
+#  include "_hotpath_encode.h"
+
+static int sk_cpu_has_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
+           __builtin_cpu_supports("bmi2");
+}
+#endif
+
+/* The kernels this build has and this CPU runs, best last. */
+static const char *sk_encode_names[3];
+static sk_encode_fn sk_encode_fns[3];
+static int sk_encode_count = 0;
+static sk_encode_fn sk_encode_kernel = sk_encode_base;
+static const char *sk_encode_kernel_name = SK_SIMD_NAME;
+
+/* Fill the kernel table and choose the best; call once before sk_encode. */
+static void sk_encode_init(void)
+{
+    sk_encode_count = 0;
+    sk_encode_names[sk_encode_count] = SK_SIMD_NAME;
+    sk_encode_fns[sk_encode_count++] = sk_encode_base;
+#ifdef SK_HAVE_AVX2
+    if (sk_cpu_has_avx2()) {
+        sk_encode_names[sk_encode_count] = "avx2";
+        sk_encode_fns[sk_encode_count++] = sk_encode_avx2;
+    }
+#endif
+    sk_encode_kernel = sk_encode_fns[sk_encode_count - 1];
+    sk_encode_kernel_name = sk_encode_names[sk_encode_count - 1];
+}
+
+/* Use kernel k of the table (tests compare each with the pure twin). Returns 0, or -1
+ * when there is no such kernel. */
+static int sk_encode_use(int k)
+{
+    if (k < 0 || k >= sk_encode_count)
+        return -1;
+    sk_encode_kernel = sk_encode_fns[k];
+    sk_encode_kernel_name = sk_encode_names[k];
+    return 0;
+}
+
 static int sk_encode(const unsigned char *p, Py_ssize_t n, Py_ssize_t limit, unsigned char *out,
                      sk_enc_state *st)
 {
-    Py_ssize_t i = st->i, ls = st->ls, shift, x, x1, crlf, next;
-    uint64_t low;
-    unsigned q, c, cr;
-
-    shift = st->o - i;
-    if (i == ls && i < n) { /* at the start of a line: double a leading dot */
-        out[i + shift] = '.';
-        shift += p[i] == '.';
-    }
-
-    /* A block at i, its fix-ups and their re-stores read at most p[i + 127]: a break ends
-     * at x1 <= i + 64, since a CRLF that would end at i + 65 restarts the loop instead. */
-    while (n - i >= 2 * SK_BLOCK) {
-        low = sk_copy_low64(out + i + shift, p + i);
-        next = i + SK_BLOCK;
-        while (low) {
-            q = sk_ctz64(low);
-            low &= low - 1;
-            x = i + q;
-            c = p[x];
-            /* Rare cases first, each a well-predicted branch: a byte <= 13 that is no
-             * line break (TAB & co. are copied as they are; NUL is an error), a line over
-             * the limit, and a CR in the last byte of the block (a CRLF there would end in
-             * the next block: restart the loop at the CR instead). */
-            if (SK_UNLIKELY(!((0x2400u >> c) & 1))) { /* c <= 13: bit 10 is LF, 13 CR */
-                if (c == 0) {
-                    st->err = x - ls > limit ? ls : x;
-                    return x - ls > limit ? SK_LONG : SK_NUL;
-                }
-                continue;
-            }
-            if (SK_UNLIKELY(x - ls > limit)) {
-                st->err = ls;
-                return SK_LONG;
-            }
-            cr = c == '\r';
-            if (SK_UNLIKELY(q == SK_BLOCK - 1) && cr) {
-                next = x;
-                break;
-            }
-            crlf = cr & (p[x + 1] == '\n');
-            out[x + shift] = '\r';
-            out[x + shift + 1] = '\n';
-            x1 = x + 1 + crlf;              /* first byte of the next line */
-            shift += 1 - crlf;              /* a bare CR or LF grew by one byte */
-            out[x1 + shift] = '.';          /* kept only if the line starts with '.' */
-            shift += p[x1] == '.';
-            ls = x1;
-            sk_copy64(out + x1 + shift, p + x1); /* the rest of the block, moved */
-            low &= ~(((uint64_t)crlf << q) << 1); /* the LF of a CRLF is done */
-        }
-        i = next;
-    }
-
-    /* The last bytes of the chunk (fewer than two blocks), byte by byte. */
-    while (i < n) {
-        c = p[i];
-        if (sk_is_break(c)) {
-            if (i - ls > limit) {
-                st->err = ls;
-                return SK_LONG;
-            }
-            crlf = c == '\r' && i + 1 < n && p[i + 1] == '\n';
-            out[i + shift] = '\r';
-            out[i + shift + 1] = '\n';
-            shift += 1 - crlf;
-            i += 1 + crlf;
-            ls = i;
-            if (i < n) {
-                out[i + shift] = '.';
-                shift += p[i] == '.';
-            }
-            continue;
-        }
-        if (c == 0) {
-            if (i - ls > limit) {
-                st->err = ls;
-                return SK_LONG;
-            }
-            st->err = i;
-            return SK_NUL;
-        }
-        out[i + shift] = (unsigned char)c;
-        i++;
-    }
-    if (n - ls > limit) {
-        st->err = ls;
-        return SK_LONG;
-    }
-    st->i = n;
-    st->o = n + shift;
-    st->ls = ls;
-    return SK_OK;
+    return sk_encode_kernel(p, n, limit, out, st);
 }
 
 #endif /* SMTPKIT_HOTPATH_H */

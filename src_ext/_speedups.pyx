@@ -13,14 +13,16 @@ state, limits, Python objects and errors.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, _PyBytes_Resize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.type cimport PyType_GenericAlloc
 from libc.string cimport memchr, memcpy
 
 cimport cython
 
+import os
 import sys
+import warnings
 
 from smtpkit._speedups_py import (
     MAX_DATA_LINE_LENGTH,
@@ -62,9 +64,17 @@ cdef extern from "_hotpath.h":
                        sk_enc_state* st) nogil
     int sk_encode(const unsigned char* p, Py_ssize_t n, Py_ssize_t limit, unsigned char* out,
                   sk_enc_state* st) nogil
+    const char* sk_encode_names[3]
+    int sk_encode_count
+    const char* sk_encode_kernel_name
+    void sk_encode_init()
+    int sk_encode_use(int k)
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
+    void Py_SET_SIZE(PyObject* o, Py_ssize_t size)
+    # the same as cpython.bytes', returning a reference that Cython does not manage
+    PyObject* _new_bytes "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n) except NULL
 
 __all__ = [
     "ReplyParser",
@@ -77,6 +87,39 @@ __all__ = [
 ]
 
 _SIMD = (<bytes>sk_simd_name).decode("ascii")  # which build of _hotpath.h: sse2, neon, scalar
+
+sk_encode_init()
+
+
+def _encode_kernels():
+    """Names of the DATA encoder kernels this build has and this CPU runs, best last
+    (``_SIMD``'s, and ``"avx2"`` on x86-64 CPUs that have it)."""
+    return tuple((<bytes>sk_encode_names[k]).decode("ascii") for k in range(sk_encode_count))
+
+
+def _encode_kernel():
+    """The name of the DATA encoder kernel in use (the best one, unless changed)."""
+    return (<bytes>sk_encode_kernel_name).decode("ascii")
+
+
+def _use_encode_kernel(name):
+    """Use the DATA encoder kernel ``name`` (one of ``_encode_kernels()``) from now on;
+    return the previous one's name. For tests and benchmarks: every kernel gives the same
+    bytes."""
+    previous = _encode_kernel()
+    names = _encode_kernels()
+    if name not in names:
+        raise ValueError(f"no DATA encoder kernel {name!r} here (have {', '.join(names)})")
+    sk_encode_use(names.index(name))
+    return previous
+
+
+# SMTPKIT_ENCODE_KERNEL=<name> chooses the kernel from the start (benchmarks, tests).
+if os.environ.get("SMTPKIT_ENCODE_KERNEL"):
+    try:
+        _use_encode_kernel(os.environ["SMTPKIT_ENCODE_KERNEL"])
+    except ValueError as exc:
+        warnings.warn(f"SMTPKIT_ENCODE_KERNEL ignored: {exc}", RuntimeWarning, stacklevel=1)
 
 cdef object _Reply = Reply
 # Filling a freshly allocated tuple subtype directly is the fastest way to build a Reply;
@@ -351,6 +394,21 @@ cdef int _fail(int status, Py_ssize_t offset, Py_ssize_t limit) except -1:
     raise line_too_long_in_data(offset, limit)
 
 
+# Output sizing. The encoded size is only known at the end, so the output is allocated
+# with room to spare and trimmed afterwards. The first guess is what is kept as it is plus
+# the rest with 1/32 more (real text grows far less: one byte per bare CR or LF and per
+# stuffed dot); the rest is encoded in segments that fit even if every byte doubled, and
+# the buffer grows to that worst case only when a segment would get shorter than
+# _MIN_SEGMENT. A large output that ends within its 1/32 of spare room is not trimmed:
+# shrinking it would hand glibc's malloc a smaller block at every call, so that a message
+# of the same size next time is again above its (adaptive) mmap threshold, and every call
+# would pay for fresh pages (page faults cost more than the whole encoding). The bytes
+# object then holds up to 1/32 more memory than its length.
+cdef enum:
+    _MIN_SEGMENT = 16384
+    _UNTRIMMED_MIN = 65536
+
+
 cdef object _encode(EncState* st, const unsigned char* p, Py_ssize_t n, Py_ssize_t limit,
                     object src, bint final):
     """Encode ``p[:n]`` from state ``st``; commit the new state only on success.
@@ -365,10 +423,10 @@ cdef object _encode(EncState* st, const unsigned char* p, Py_ssize_t n, Py_ssize
     cdef Py_ssize_t base = st.offset
     cdef Py_ssize_t skip = 0
     cdef Py_ssize_t scan_limit = limit if limit else PY_SSIZE_T_MAX
-    cdef Py_ssize_t cap
+    cdef Py_ssize_t cap, kept, rest, room, stop
     cdef sk_enc_state es
     cdef int status
-    cdef bint bol, started
+    cdef bint bol, started, grown = False
     cdef object result
     cdef char* out
     cdef PyObject* tmp
@@ -391,32 +449,50 @@ cdef object _encode(EncState* st, const unsigned char* p, Py_ssize_t n, Py_ssize
         else:
             result = PyBytes_FromStringAndSize(<char*>p, n)
     else:
-        # worst case: every byte still to encode doubles; plus the end of data, plus the
-        # room sk_encode's block stores need past the end
-        cap = (es.i - skip) + 2 * (n - es.i) + 5 + SK_OUT_SLACK
-        result = PyBytes_FromStringAndSize(NULL, cap)
-        out = PyBytes_AS_STRING(result)
-        memcpy(out, p + skip, es.i - skip)
-        es.o = es.i - skip
-        if es.i < n:
-            status = sk_encode(p, n, scan_limit, <unsigned char*>out, &es)
-            if status != SK_OK:
-                _fail(status, base + es.err, limit)
-        if final:
-            started = st.started or n > skip
-            bol = es.ls == n
-            if started and bol:
-                memcpy(out + es.o, b".\r\n", 3)
-                es.o += 3
-            else:
-                memcpy(out + es.o, b"\r\n.\r\n", 5)
-                es.o += 5
-        tmp = <PyObject*>result
-        Py_INCREF(result)           # _PyBytes_Resize needs the only other reference
-        result = None
-        _PyBytes_Resize(&tmp, es.o)
-        result = <object>tmp
-        Py_DECREF(result)           # back to the single reference held by ``result``
+        kept = es.i - skip
+        rest = n - es.i
+        # + 5 for the end of data; + SK_OUT_SLACK for sk_encode's block stores
+        cap = kept + rest + (rest >> 5) + 5 + SK_OUT_SLACK
+        tmp = _new_bytes(NULL, cap)             # owned by tmp until the end
+        try:
+            out = PyBytes_AS_STRING(<object>tmp)
+            memcpy(out, p + skip, kept)
+            es.o = kept
+            while es.i < n:
+                room = cap - es.o - 5 - SK_OUT_SLACK
+                stop = n
+                if n - es.i > room // 2:        # the rest might not fit: a segment that does
+                    stop = es.i + room // 2
+                    if stop - es.i < _MIN_SEGMENT:
+                        cap = es.o + 2 * (n - es.i) + 5 + SK_OUT_SLACK
+                        _PyBytes_Resize(&tmp, cap)   # on failure: frees, sets NULL
+                        out = PyBytes_AS_STRING(<object>tmp)
+                        grown = True
+                        continue
+                    if p[stop - 1] == 0x0D:     # never between the CR and LF of a CRLF
+                        stop -= 1
+                status = sk_encode(p, stop, scan_limit, <unsigned char*>out, &es)
+                if status != SK_OK:
+                    _fail(status, base + es.err, limit)
+            if final:
+                started = st.started or n > skip
+                bol = es.ls == n
+                if started and bol:
+                    memcpy(out + es.o, b".\r\n", 3)
+                    es.o += 3
+                else:
+                    memcpy(out + es.o, b"\r\n.\r\n", 5)
+                    es.o += 5
+            if grown or es.o < _UNTRIMMED_MIN or cap - es.o > (es.o >> 5) + SK_OUT_SLACK + 5:
+                _PyBytes_Resize(&tmp, es.o)
+            else:                               # see above: keep the block, set the length
+                Py_SET_SIZE(tmp, es.o)
+                out[es.o] = 0
+        except BaseException:
+            Py_XDECREF(tmp)
+            raise
+        result = <object>tmp                    # a new reference...
+        Py_DECREF(result)                       # ...in place of tmp's
 
     if n:
         st.last_cr = p[n - 1] == 0x0D
