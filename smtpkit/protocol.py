@@ -55,6 +55,7 @@ __all__ = [
     "envelope_lines",
     "rset_operation",
     "transaction",
+    "transaction_rest",
 ]
 
 CRLF = b"\r\n"
@@ -144,11 +145,13 @@ class Session:
 
     def take(self, count: int) -> list[Reply]:
         """Up to ``count`` received replies, oldest first."""
-        got = []
-        while count and self.queue:
-            got.append(self.queue.popleft())
-            self.outstanding -= 1
-            count -= 1
+        queue = self.queue
+        if count >= len(queue):  # the common case: everything received is asked for
+            got = list(queue)
+            queue.clear()
+        else:
+            got = [queue.popleft() for _ in range(max(count, 0))]
+        self.outstanding -= len(got)
         return got
 
     def check_clean(self, context: str) -> None:
@@ -540,6 +543,38 @@ def transaction(
     except SMTPUnknownOutcome as exc:
         exc.result = result
         raise
+    return (
+        yield from transaction_rest(
+            sender,
+            recipients,
+            body,
+            result,
+            replies,
+            rcpt_lines,
+            pipelining=pipelining,
+            use_bdat=use_bdat,
+            lmtp=lmtp,
+            check_8bit=check_8bit,
+        )
+    )
+
+
+def transaction_rest(
+    sender: str,
+    recipients: Sequence[str],
+    body: Body,
+    result: SendResult,
+    replies: list[Reply],
+    rcpt_lines: Sequence[bytes],
+    *,
+    pipelining: bool,
+    use_bdat: bool,
+    lmtp: bool,
+    check_8bit: bool,
+) -> Generator[Exchange | _Close, list[Reply], SendResult]:
+    """:func:`transaction` from the replies to its first exchange on (MAIL's, or with
+    PIPELINING the whole group's): every check, refusal, RSET and the content."""
+    n = len(recipients)
 
     # MAIL
     mail_reply = replies[0]
