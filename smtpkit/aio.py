@@ -14,6 +14,7 @@ connections concurrently in one loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import ssl
@@ -73,12 +74,24 @@ __all__ = ["AsyncSMTP", "BatchItem", "send_batch"]
 
 log = logging.getLogger("smtpkit.aio")
 
+# how AsyncSMTP._drive hands an operation back to AsyncSMTP._run
+_DONE, _NEXT, _THROW, _READ = range(4)
 
-class _Protocol(asyncio.Protocol):
-    """Feeds received bytes into the session; wakes whoever waits for replies."""
+
+_RECV = 65536  # the receive buffer: far more than any reply the parser accepts comes at once
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    """Feeds received bytes into the session; wakes whoever waits for replies.
+
+    A buffered protocol: the transport receives into one buffer kept for the connection.
+    (A plain Protocol gets a fresh bytes object per read, which asyncio allocates at
+    256 KiB and then shrinks: an mmap, mremap and munmap, with page faults, per reply.)
+    """
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._buffer = memoryview(bytearray(_RECV))
         self.transport: asyncio.Transport | None = None
         self.error: BaseException | None = None
         self.closed = False
@@ -90,9 +103,18 @@ class _Protocol(asyncio.Protocol):
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        # set while AsyncSMTP runs an operation from these callbacks (see AsyncSMTP._drive):
+        # called on every event (data, EOF, loss, deadline) instead of waking a waiter
+        self.driver: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -125,8 +147,20 @@ class _Protocol(asyncio.Protocol):
             self._drain.set_result(None)
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
+        if self.driver is not None:
+            self.driver()
+        elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def arm(self, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
+        """Make sure the timer fires no later than ``deadline`` (for the driver)."""
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
 
     async def wait(self, deadline: float | None = None) -> None:
         """Until more data, EOF or an error arrives; TimeoutError at ``deadline`` (loop time)."""
@@ -148,7 +182,10 @@ class _Protocol(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        deadline, waiter = self._deadline, self._waiter
+        deadline, waiter, driver = self._deadline, self._waiter, self.driver
+        if driver is not None:
+            driver()  # it checks its own deadline (and re-arms the timer if it waits on)
+            return
         if deadline is None or waiter is None or waiter.done():
             return  # nobody waits: the next wait arms the timer again
         loop = waiter.get_loop()
@@ -343,15 +380,17 @@ class AsyncSMTP:
             async with asyncio.timeout(self._timeout_for("data_block")):
                 await protocol.drain()
 
-    async def _read(self, count: int, phase: str) -> list[Reply]:
+    async def _read(self, count: int, phase: str, deadline: float | None = None) -> list[Reply]:
+        """``count`` replies by ``deadline`` (loop time; by default the phase's timeout from now)."""
         session, protocol = self._session, self._protocol
         got = session.take(count)
         if len(got) == count and protocol is not None and protocol.error is None:
             return got  # already here: no deadline to arm
         final = phase == FINAL
         try:
-            timeout = self._timeout_for(phase)
-            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            if deadline is None:
+                timeout = self._timeout_for(phase)
+                deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
             while len(got) < count:
                 assert protocol is not None
                 if protocol.error is not None:
@@ -388,22 +427,151 @@ class AsyncSMTP:
         return got
 
     async def _run(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
+        """Drive a protocol operation: do its exchanges, feed back replies or errors."""
         value: list[Reply] | None = None
         error: BaseException | None = None
+        op: Exchange | _Close | None = None  # taken from the operation, not yet done
         while True:
-            try:
-                op = operation.throw(error) if error is not None else operation.send(value)  # type: ignore[arg-type]
-            except StopIteration as stop:
-                return stop.value
-            error = None
-            value = None
-            if isinstance(op, _Close):
+            if op is None:
+                try:
+                    op = operation.throw(error) if error is not None else operation.send(value)  # type: ignore[arg-type]
+                except StopIteration as stop:
+                    return stop.value
+                error = None
+                value = None
+            current, op = op, None
+            if isinstance(current, _Close):
                 self.close()
                 continue
             try:
-                value = await self._exchange(op)
+                if not self._write_now(current):
+                    value = await self._exchange(current)
+                    continue
             except Exception as exc:
                 error = exc
+                continue
+            # written: the protocol's callbacks run the operation while its exchanges stay simple
+            kind, payload = await self._drive(operation, current)  # raises what the operation raises
+            if kind == _DONE:
+                return payload
+            if kind == _NEXT:
+                op = payload
+            elif kind == _THROW:
+                error = payload
+            else:  # _READ: the replies did not simply arrive (error, EOF, deadline): the general read
+                pending, deadline = payload
+                try:
+                    value = await self._read(pending.replies, pending.phase, deadline)
+                except Exception as exc:
+                    error = exc
+
+    def _write_now(self, ex: Exchange) -> bool:
+        """Write a simple exchange (bytes in memory, an idle healthy connection) and count its
+        replies; False leaves it to :meth:`_exchange` (streams, full buffers, anything to
+        report, debug logging)."""
+        transport, protocol, session = self._transport, self._protocol, self._session
+        if (
+            ex.stream is not None
+            or not ex.data
+            or not ex.replies
+            or transport is None
+            or protocol is None
+            or protocol._paused
+            or protocol.error is not None
+            or protocol.closed
+            or (session.outstanding == 0 and (session.queue or session.parser.pending))  # _check_idle's case
+            or log.isEnabledFor(logging.DEBUG)
+        ):
+            return False
+        try:
+            transport.write(ex.data)
+        except Exception:
+            self.close()  # as _exchange: whatever went out, the only safe end is a drop
+            raise
+        session.outstanding += ex.replies
+        sock = self._tcp_sock
+        if sock is not None and (len(ex.data) > _QUICKACK_AFTER or ex.replies > 1):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+            except OSError:
+                pass
+        return True
+
+    async def _drive(self, operation: Generator[Exchange | _Close, list[Reply], Any], ex: Exchange) -> tuple[int, Any]:
+        """Run ``operation`` from the protocol's callbacks, ``ex`` being written already.
+
+        When all of an exchange's replies are in, ``data_received`` itself sends them into the
+        operation and writes its next exchange: no future, task step or loop iteration per
+        exchange. Each exchange still has its own deadline, checked by the protocol's timer.
+        Anything else hands back to :meth:`_run` with what to do: ``(_DONE, value)``,
+        ``(_NEXT, op)`` (not simple: the general path), ``(_THROW, error)`` (a failed write,
+        for the operation) or ``(_READ, (exchange, deadline))`` (an error, EOF or the
+        deadline while its replies were due: the general read reports it). What the operation
+        raises is raised here.
+        """
+        protocol = self._protocol
+        session = self._session
+        assert protocol is not None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[int, Any]] = loop.create_future()
+        context = contextvars.copy_context()  # the operation's callbacks see this task's context
+        timeout_for = self._timeout_for
+
+        def deadline_of(exchange: Exchange) -> float | None:
+            timeout = timeout_for(exchange.phase)
+            if timeout is None:
+                return None
+            at: float = loop.time() + timeout
+            protocol.arm(at, loop)
+            return at
+
+        deadline = deadline_of(ex)
+
+        def finish(kind: int, payload: Any) -> None:
+            protocol.driver = None
+            protocol._deadline = None
+            if not done.done():
+                done.set_result((kind, payload))
+
+        def advance() -> None:
+            nonlocal ex, deadline
+            if done.done():  # the task was cancelled
+                protocol.driver = None
+                return
+            while True:
+                if protocol.error is not None or protocol.closed or self._protocol is not protocol:
+                    return finish(_READ, (ex, deadline))
+                if len(session.queue) < ex.replies:
+                    if protocol._timer is None and deadline is not None:  # the timer fired
+                        if loop.time() >= deadline:
+                            return finish(_READ, (ex, deadline))
+                        protocol.arm(deadline, loop)
+                    return
+                replies = session.take(ex.replies)
+                try:
+                    op = context.run(operation.send, replies)
+                except StopIteration as stop:
+                    return finish(_DONE, stop.value)
+                except BaseException as exc:
+                    protocol.driver = None
+                    protocol._deadline = None
+                    done.set_exception(exc)
+                    return
+                if isinstance(op, _Close):
+                    return finish(_NEXT, op)
+                try:
+                    if not self._write_now(op):
+                        return finish(_NEXT, op)
+                except Exception as exc:
+                    return finish(_THROW, exc)
+                ex = op
+                deadline = deadline_of(op)
+
+        protocol.driver = advance
+        try:
+            return await done
+        finally:
+            protocol.driver = None
 
     async def _command(self, line: bytes, phase: str = COMMAND) -> Reply:
         replies = await self._run(_single(Exchange(line, 1, phase)))

@@ -49,6 +49,7 @@ from .errors import (
     SMTPAuthenticationError,
     SMTPCertificateError,
     SMTPConnectError,
+    SMTPDataError,
     SMTPException,
     SMTPHeloError,
     SMTPInsecureAuthError,
@@ -73,13 +74,19 @@ from .protocol import (
     Outgoing,
     SendResult,
     Session,
+    _abandon,
     _Close,
+    _envelope_plan,
+    _no_options,
+    _plain_envelope,
+    _with_result,
     auth_operation,
     batch,
     command_line,
     fill_not_attempted,
     outgoing_items,
     transaction,
+    transaction_rest,
 )
 from .reply import Reply
 
@@ -394,7 +401,7 @@ class SMTP:
         stall of about 40 ms that otherwise follows a big pipelined write on Linux.
         """
         session = self._session
-        got = session.take(count)
+        got = session.take(count) if session.queue else []
         if len(got) == count:
             return got
         sock = self.sock
@@ -910,23 +917,92 @@ class SMTP:
         body = msg if isinstance(msg, Body) else Body(msg)
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         try:
-            result: SendResult = self._run(
-                transaction(
-                    from_addr,
-                    recipients,
-                    body,
-                    caps=self.capabilities,
-                    esmtp=self.does_esmtp,
-                    mail_options=mail_options,
-                    rcpt_options=rcpt_options,
-                    lmtp=isinstance(self, LMTP),
-                    chunking=self.chunking,
+            result: SendResult | None = None
+            if _no_options(mail_options) and _no_options(rcpt_options):
+                result = self._sendmail_plain(from_addr, recipients, body)
+            if result is None:
+                result = self._run(
+                    transaction(
+                        from_addr,
+                        recipients,
+                        body,
+                        caps=self.capabilities,
+                        esmtp=self.does_esmtp,
+                        mail_options=mail_options,
+                        rcpt_options=rcpt_options,
+                        lmtp=isinstance(self, LMTP),
+                        chunking=self.chunking,
+                    )
                 )
-            )
         except SMTPException as exc:
             self.last_result = getattr(exc, "result", None)
             raise
         self.last_result = result
+        return result
+
+    def _sendmail_plain(self, from_addr: str, recipients: list[str], body: Body) -> SendResult | None:
+        """``sendmail``'s common case without the generator machinery; ``None`` (before
+        anything is sent) when it does not apply.
+
+        The common case: ESMTP with PIPELINING and no BDAT, no options, ASCII addresses, the
+        message in memory. The exchanges are exactly :func:`~smtpkit.protocol.transaction`'s
+        (MAIL, RCPT and DATA in one write, then the content and its terminator in one), with
+        the same checks and deadlines; any reply but the expected ones continues in the
+        transaction's own code (:func:`~smtpkit.protocol.transaction_rest`).
+        """
+        caps = self.capabilities
+        features = caps.features
+        if (
+            body.data is None
+            or not self.does_esmtp
+            or "pipelining" not in features
+            or (self.chunking and "chunking" in features)
+            or isinstance(self, LMTP)
+        ):
+            return None
+        head = _plain_envelope(from_addr, recipients, body, _envelope_plan(caps))
+        if head is None:
+            return None
+        n = len(recipients)
+        result = SendResult(from_addr, recipients)
+        result.size = body.size
+        try:
+            replies = self._exchange(Exchange(head + b"DATA\r\n", n + 2))
+        except SMTPUnknownOutcome as exc:
+            exc.result = result
+            raise
+        if (
+            len(replies) != n + 2
+            or replies[0][0] != 250
+            or replies[-1][0] != 354
+            or not all(r[0] == 250 or r[0] == 251 for r in replies[1:-1])
+        ):
+            rest = transaction_rest(
+                from_addr,
+                recipients,
+                body,
+                result,
+                replies,
+                (),
+                pipelining=True,
+                use_bdat=False,
+                lmtp=False,
+                check_8bit="8bitmime" not in features,
+            )
+            return self._run(rest)  # type: ignore[no-any-return]
+        result.mail_reply = replies[0]
+        rcpt_replies = result.rcpt_replies
+        for rcpt, reply in zip(recipients, replies[1:-1], strict=True):
+            rcpt_replies[rcpt] = reply
+        try:
+            final = self._exchange(Exchange(b"", 1, FINAL, stream=body.data_stream(False)))[0]
+        except SMTPUnknownOutcome as exc:
+            exc.result = result
+            raise
+        result.data_reply = final
+        if final[0] != 250:
+            self._run(_abandon(final))
+            raise _with_result(SMTPDataError(final.code, final.message), result)
         return result
 
     def send_message(

@@ -55,6 +55,7 @@ __all__ = [
     "envelope_lines",
     "rset_operation",
     "transaction",
+    "transaction_rest",
 ]
 
 CRLF = b"\r\n"
@@ -144,11 +145,13 @@ class Session:
 
     def take(self, count: int) -> list[Reply]:
         """Up to ``count`` received replies, oldest first."""
-        got = []
-        while count and self.queue:
-            got.append(self.queue.popleft())
-            self.outstanding -= 1
-            count -= 1
+        queue = self.queue
+        if count >= len(queue):  # the common case: everything received is asked for
+            got = list(queue)
+            queue.clear()
+        else:
+            got = [queue.popleft() for _ in range(max(count, 0))]
+        self.outstanding -= len(got)
         return got
 
     def check_clean(self, context: str) -> None:
@@ -455,6 +458,48 @@ def envelope_lines(
     return mail_line, rcpt_lines
 
 
+def _no_options(options: object) -> bool:
+    """No ESMTP options at all (what ``envelope_lines`` turns into an empty list)."""
+    return options is None or (not options and type(options) in (tuple, list))
+
+
+def _envelope_plan(caps: Capabilities) -> tuple[int | None, bool, bool]:
+    """What :func:`_plain_envelope` needs from the capabilities: (SIZE limit, declare SIZE, 8BITMIME)."""
+    return caps.size, "size" in caps.features, "8bitmime" in caps.features
+
+
+def _plain_envelope(
+    sender: str, recipients: list[str], body: Body, plan: tuple[int | None, bool, bool]
+) -> bytes | None:
+    """MAIL and RCPT lines, as one bytes, for the common ESMTP case: no options, ASCII
+    addresses, a message in memory within the SIZE limit, 7-bit or with 8BITMIME offered.
+
+    The same bytes and checks as :func:`envelope_lines` with ``esmtp=True`` and no options
+    (an invalid address raises the same error, the message is encoded, so checked, before
+    anything is sent); ``None`` when anything else applies: ``envelope_lines`` then decides.
+    """
+    data = body.data
+    if data is None:
+        return None
+    sender_addr = envelope_address(sender)
+    addrs = [envelope_address(r) for r in recipients]
+    if not sender_addr.isascii() or not all(a.isascii() for a in addrs):
+        return None  # SMTPUTF8 rules
+    limit, declare_size, eightbitmime = plan
+    size = len(data)
+    if limit is not None and size > limit:
+        return None  # refused by envelope_lines
+    line = f"MAIL FROM:<{sender_addr}> size={size}" if declare_size else f"MAIL FROM:<{sender_addr}>"
+    if not data.isascii():
+        if not eightbitmime:
+            return None  # refused by envelope_lines
+        line += " BODY=8BITMIME"
+    body.encode()  # a NUL or an over-long line is refused here, before any byte is sent
+    if len(addrs) == 1:
+        return f"{line}\r\nRCPT TO:<{addrs[0]}>\r\n".encode("ascii")
+    return (line + "\r\n" + "".join([f"RCPT TO:<{a}>\r\n" for a in addrs])).encode("ascii")
+
+
 def transaction(
     sender: str,
     recipients: Sequence[str],
@@ -498,6 +543,38 @@ def transaction(
     except SMTPUnknownOutcome as exc:
         exc.result = result
         raise
+    return (
+        yield from transaction_rest(
+            sender,
+            recipients,
+            body,
+            result,
+            replies,
+            rcpt_lines,
+            pipelining=pipelining,
+            use_bdat=use_bdat,
+            lmtp=lmtp,
+            check_8bit=check_8bit,
+        )
+    )
+
+
+def transaction_rest(
+    sender: str,
+    recipients: Sequence[str],
+    body: Body,
+    result: SendResult,
+    replies: list[Reply],
+    rcpt_lines: Sequence[bytes],
+    *,
+    pipelining: bool,
+    use_bdat: bool,
+    lmtp: bool,
+    check_8bit: bool,
+) -> Generator[Exchange | _Close, list[Reply], SendResult]:
+    """:func:`transaction` from the replies to its first exchange on (MAIL's, or with
+    PIPELINING the whole group's): every check, refusal, RSET and the content."""
+    n = len(recipients)
 
     # MAIL
     mail_reply = replies[0]
@@ -662,21 +739,28 @@ def fill_not_attempted(results: Sequence[SendResult | BaseException | None]) -> 
     ]
 
 
-def _prepare(item: Outgoing, caps: Capabilities) -> tuple[bytes, list[str], SendResult]:
+def _prepare(
+    item: Outgoing, caps: Capabilities, plan: tuple[int | None, bool, bool]
+) -> tuple[bytes, list[str], SendResult]:
     """The MAIL/RCPT lines for one message, checked exactly as :func:`transaction` checks them."""
     recipients = [item.recipients] if isinstance(item.recipients, str) else list(item.recipients)
-    mail_line, rcpt_lines = envelope_lines(
-        item.sender,
-        recipients,
-        item.body,
-        caps=caps,
-        esmtp=True,
-        mail_options=item.mail_options,
-        rcpt_options=item.rcpt_options,
-    )
+    head = None
+    if _no_options(item.mail_options) and _no_options(item.rcpt_options):
+        head = _plain_envelope(item.sender, recipients, item.body, plan)
+    if head is None:
+        mail_line, rcpt_lines = envelope_lines(
+            item.sender,
+            recipients,
+            item.body,
+            caps=caps,
+            esmtp=True,
+            mail_options=item.mail_options,
+            rcpt_options=item.rcpt_options,
+        )
+        head = mail_line + b"".join(rcpt_lines)
     result = SendResult(item.sender, recipients)
     result.size = item.body.size
-    return mail_line + b"".join(rcpt_lines), recipients, result
+    return head, recipients, result
 
 
 def batch(
@@ -696,6 +780,7 @@ def batch(
     when the connection fails are left for the caller (the count of finished messages
     is returned). After a failed transaction an RSET opens the next group.
     """
+    plan = _envelope_plan(caps)
     pending: tuple[int, SendResult, Body] | None = None  # accepted for DATA, content not yet sent
     need_rset = False
     done = 0
@@ -706,7 +791,7 @@ def batch(
         if nxt is not None:
             index += 1
             try:
-                head, recipients, result = _prepare(nxt, caps)
+                head, recipients, result = _prepare(nxt, caps, plan)
             except (SMTPException, ValueError, TypeError) as exc:
                 on_result(index, exc)
                 done += 1

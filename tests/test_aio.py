@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import smtplib
+import time
 
 import pytest
-from servers import Capture, SmtpSink, aiosmtpd_server
+from servers import Capture, Conn, Scripted, SmtpSink, aiosmtpd_server
 
 import smtpkit
 from smtpkit import aio
@@ -79,6 +81,59 @@ def test_batch_against_smtp_sink_reconnects_after_421() -> None:
     with SmtpSink("-Q", "MAIL") as sink:  # every MAIL gets 421 and a drop
         results = asyncio.run(main(sink.port))
     assert all(isinstance(r, smtplib.SMTPSenderRefused) and r.smtp_code == 421 for r in results)
+
+
+def test_callbacks_drive_a_batch_in_the_callers_context() -> None:
+    # send_many runs from the protocol's callbacks (no task step per exchange); on_result
+    # still sees the caller's context variables, and every outcome arrives in order
+    where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="loop")
+
+    async def main(port: int) -> tuple[list[int], set[str]]:
+        seen: list[int] = []
+        contexts: set[str] = set()
+
+        def on_result(index: int, outcome: smtpkit.SendResult | BaseException) -> None:
+            seen.append(index)
+            contexts.add(where.get())
+
+        where.set("caller")
+        async with AsyncSMTP("127.0.0.1", port, timeout=10, local_hostname="c") as client:
+            await client.ehlo()
+            results = await client.send_many([("a@example.org", ["b@example.org"], MSG)] * 50, on_result=on_result)
+            assert all(isinstance(r, smtpkit.SendResult) for r in results)
+            assert client._protocol is not None and client._protocol.driver is None
+            assert (await client.noop())[0] == 250
+        return seen, contexts
+
+    with SmtpSink() as sink:
+        seen, contexts = asyncio.run(main(sink.port))
+    assert seen == list(range(50)) and contexts == {"caller"}
+
+
+def test_cancelling_a_driven_batch_stops_it() -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220 scripted ESMTP\r\n")
+        conn.ehlo("PIPELINING")
+        conn.rest(timeout=3)  # never answers the first group
+
+    async def main(port: int) -> None:
+        client = AsyncSMTP("127.0.0.1", port, timeout=30, local_hostname="c")
+        await client.connect()
+        await client.ehlo()
+        task = asyncio.create_task(client.send_many([("a@example.org", ["b@example.org"], MSG)] * 3))
+        await asyncio.sleep(0.2)
+        protocol = client._protocol
+        assert protocol is not None and protocol.driver is not None  # waiting in the callbacks
+        start = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - start < 1.0
+        assert protocol.driver is None
+        client.close()
+
+    with Scripted(script) as server:
+        asyncio.run(main(server.port))
 
 
 def test_top_level_name_is_lazy() -> None:

@@ -177,6 +177,41 @@ def test_a_server_that_stops_reading_cannot_outlast_the_timeout(make_client: Fac
         assert c.sock is None
 
 
+def test_send_many_gives_each_group_its_own_deadline_and_stops_at_a_stall(make_client: Factory) -> None:
+    def group(conn: Conn) -> None:
+        for verb in (b"MAIL", b"RCPT", b"DATA"):
+            assert conn.line().startswith(verb)
+
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo("PIPELINING")
+        group(conn)
+        time.sleep(0.6)
+        conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        conn.until(b"\r\n.\r\n")
+        group(conn)
+        time.sleep(0.6)  # 1.2 s since the batch began, 0.6 s into this group's deadline
+        conn.send(b"250 queued\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        conn.until(b"\r\n.\r\n")
+        group(conn)
+        conn.rest(timeout=3)  # silent from now on
+
+    with Scripted(script) as server:
+        c = make_client("127.0.0.1", server.port, timeout=1.0)
+        c.ehlo()
+        items = [("a@example.org", [f"r{i}@example.org"], MSG) for i in range(4)]
+        start = time.monotonic()
+        results = c.send_many(items)
+        elapsed = time.monotonic() - start
+        assert isinstance(results[0], smtpkit.SendResult) and results[0].data_reply == (250, b"queued")
+        assert isinstance(results[1], smtpkit.SMTPUnknownOutcome)  # its content went out, no final reply
+        assert results[1].result.rcpt_replies["r1@example.org"].code == 250
+        assert type(results[2]) is smtpkit.SMTPServerDisconnected  # its commands went out, not its content
+        assert isinstance(results[3], smtpkit.SMTPNotAttempted)
+        assert 2.0 < elapsed < 3.5  # 0.6 + 0.6 + the 1 s deadline of the silent group
+        assert c.sock is None
+
+
 def test_garbage_and_unsolicited_replies(make_client: Factory) -> None:
     def script(conn: Conn) -> None:
         conn.send(GREETING)
