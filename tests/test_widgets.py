@@ -113,6 +113,38 @@ def test_password_from_netrc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert str(netrc) in form.note.value
 
 
+def test_password_from_the_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not os.environ.get("CI"):  # in CI a missing keyring fails the test
+        pytest.importorskip("keyring")
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    class Memory(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+        stored = {("smtpkit", "bob@smtp.example.org"): SECRET}
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return self.stored.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.stored[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            self.stored.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(Memory())
+    try:
+        assert find_password("smtp.example.org", "bob") == (SECRET, "the system keyring")
+        form = ConnectionForm(Account("smtp.example.org", 587, "starttls", user="bob"))
+        assert "the system keyring" in form.note.value
+        assert SECRET not in all_widget_state() and SECRET not in repr(form.account())
+        monkeypatch.setenv("SMTPKIT_PASSWORD", "from-env")  # the environment comes first
+        assert find_password("smtp.example.org", "bob")[1] == "the SMTPKIT_PASSWORD environment variable"
+    finally:
+        keyring.set_keyring(previous)
+
+
 def test_typed_password_leaves_the_widget_state_at_once(server: CaptureServer) -> None:
     form = tls_form(server)
     form.user.value = "ann"
