@@ -85,7 +85,9 @@ PRESETS: dict[str, Preset] = {
 def find_password(host: str, user: str) -> tuple[Secret | None, str]:
     """The password for ``user`` at ``host`` and where it came from (``None, ""`` if nowhere)."""
     value = os.environ.get(PASSWORD_ENV)
-    if value:
+    env_host, env_user = os.environ.get("SMTPKIT_HOST"), os.environ.get("SMTPKIT_USER")
+    # with SMTPKIT_HOST (and SMTPKIT_USER) set, the variable belongs to that server (and user) only
+    if value and (not env_host or env_host == host) and (not env_user or env_user == user):
         return Secret(value), f"the {PASSWORD_ENV} environment variable"
     try:
         import keyring  # type: ignore[import-not-found,unused-ignore]
@@ -97,7 +99,8 @@ def find_password(host: str, user: str) -> tuple[Secret | None, str]:
         pass
     path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
     try:
-        entry = netrc.netrc(path).authenticators(host)
+        rc = netrc.netrc(path)
+        entry = rc.hosts.get(host)  # its "default" entry would hand the password to any host: not used
     except (OSError, netrc.NetrcParseError):
         entry = None
     if entry is not None:
@@ -221,7 +224,8 @@ class Account:
                 raise
         return smtp
 
-    def _password(self) -> Secret:
+    def require_password(self) -> Secret:
+        """The password for ``user`` (see :meth:`resolve_password`), or a ValueError saying where to put it."""
         password, _ = self.resolve_password()
         if password is None:
             raise ValueError(
@@ -232,7 +236,7 @@ class Account:
 
     def connect(self) -> Any:
         """A connected ``smtpkit.SMTP``: TLS as chosen, logged in when a user is set."""
-        password = self._password() if self.user else None  # before anything is sent
+        password = self.require_password() if self.user else None  # before anything is sent
         smtp = self._open()
         try:
             if self.user and password is not None:
@@ -283,7 +287,7 @@ class Account:
         return check
 
     def _login(self, smtp: Any) -> None:
-        smtp.login(self.user, self._password())
+        smtp.login(self.user, self.require_password())
 
 
 @dataclass
@@ -376,13 +380,22 @@ def explain(exc: BaseException, account: Account | None = None) -> str:
             hint = " Gmail needs an app password, not your account password."
         return f"The server refused the login ({exc.smtp_code} {text}).{hint}"
     if isinstance(exc, errors.SMTPNotSupportedError):
-        return f"{exc}. Check the security setting (STARTTLS, SSL/TLS) for this server."
+        text = str(exc).rstrip(".")
+        if "auth" in text.lower():
+            return (
+                f"{text}: the server does not offer a login. Leave User empty for a server that needs none "
+                "(such as the capture server), or choose STARTTLS/SSL: many servers offer AUTH only after TLS."
+            )
+        return f"{text}. Check the security setting (STARTTLS, SSL/TLS) for this server."
     if isinstance(exc, errors.SMTPTimeoutError | TimeoutError | socket.timeout):
         return f"{where} did not answer in time. Check the host and port, and that a firewall lets you through."
     if isinstance(exc, ConnectionRefusedError):
         return f"Nothing is listening on {where}. Check the host and port (or start `smtpkit serve`)."
     if isinstance(exc, socket.gaierror):
-        return f"The host name {account.host if account else ''} could not be found. Check its spelling."
+        name = f"The host name {account.host}" if account else "The host name"
+        if exc.errno == socket.EAI_AGAIN:
+            return f"{name} could not be looked up just now (a temporary DNS failure: is the network up?)."
+        return f"{name} could not be found. Check its spelling."
     if isinstance(exc, errors.SMTPRecipientsRefused):
         refused = ", ".join(
             f"{r} ({c} {m.decode('utf-8', 'replace') if isinstance(m, bytes) else m})"

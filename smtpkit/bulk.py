@@ -162,7 +162,8 @@ class CampaignResult:
     campaign: str
     outcomes: list[Outcome]
     elapsed: float
-    stopped_by: str | None = None  # "quota: ..." or "stop requested"
+    stopped_by: str | None = None  # "quota: ...", "cannot connect: ..." or "stop requested"
+    connect_error: BaseException | None = field(default=None, repr=False)  # why "cannot connect"
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -183,6 +184,15 @@ class CampaignResult:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.summary().items()))
         rate = len(self.outcomes) / self.elapsed if self.elapsed else 0.0
         return f"<p><b>campaign {self.campaign}</b>: {parts} in {self.elapsed:.1f} s ({rate:,.0f} msg/s)</p>"
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A connection failure that retrying cannot fix."""
+    from .errors import SMTPAuthenticationError, SMTPCertificateError, SMTPInsecureAuthError
+
+    if isinstance(exc, SMTPAuthenticationError):
+        return not 400 <= int(getattr(exc, "smtp_code", 500) or 500) < 500  # 454: try again later
+    return isinstance(exc, SMTPCertificateError | SMTPInsecureAuthError) or not isinstance(exc, SMTPException | OSError)
 
 
 def _describe(reply: Any) -> tuple[int | None, str | None, str | None]:
@@ -246,6 +256,7 @@ def send_campaign(
     queue: deque[tuple[float, str, int]] = deque((0.0, m.key, 0) for m in items if m.key in todo)
     lock = threading.Lock()
     stopped: list[str] = []
+    connect_errors: list[BaseException] = []
     started = time.monotonic()
 
     def finish(outcome: Outcome) -> None:
@@ -392,11 +403,14 @@ def send_campaign(
                     try:
                         smtp = connect()
                         failures = 0
-                    except (SMTPException, OSError) as exc:
+                    except Exception as exc:
                         failures += 1
                         for key, attempts in batch:
                             requeue(key, attempts, counted=True)
-                        if failures >= retry.attempts:
+                        # a refused login, a certificate that does not verify or bad settings will
+                        # not get better by retrying (and repeated bad logins can lock an account)
+                        if failures >= retry.attempts or _permanent(exc):
+                            connect_errors.append(exc)
                             with lock:
                                 if not stop.is_set():
                                     stopped.append(f"cannot connect: {exc}")
@@ -455,6 +469,7 @@ def send_campaign(
         finish(Outcome(key, status, None, None, reason or "not attempted", attempts, message.message_id))
     ordered = [outcomes.get(k) or Outcome(k, "not_attempted", text=reason) for k in keys]
     result = CampaignResult(campaign, ordered, time.monotonic() - started, reason)
+    result.connect_error = connect_errors[0] if connect_errors else None
     if interrupted:
         raise KeyboardInterrupt(f"campaign interrupted; journal consistent: {result.summary()}")
     return result

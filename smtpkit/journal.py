@@ -28,7 +28,7 @@ from pathlib import Path
 __all__ = ["STATUSES", "Journal", "JournalRow"]
 
 STATUSES = ("pending", "sending", "sent", "failed", "deferred", "unknown", "not_attempted")
-_SENDABLE = ("pending", "deferred", "not_attempted")
+SENDABLE = ("pending", "deferred", "not_attempted")  # statuses a run (re)sends
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -110,7 +110,7 @@ class Journal:
             "INSERT OR IGNORE INTO messages (campaign, key, status, updated) VALUES (?, ?, 'pending', ?)",
             ((campaign, k, now) for k in keys),
         )
-        sendable = set(_SENDABLE)
+        sendable = set(SENDABLE)
         if resend_unknown:
             sendable.add("unknown")
         if retry_failed:

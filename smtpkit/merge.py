@@ -302,6 +302,7 @@ class Campaign:
         stop: threading.Event | None = None,
         progress: bool | Callable[[Outcome], None] = True,
         timeout: float = 60.0,
+        prepared: Sequence[Prepared] | None = None,
     ) -> CampaignResult:
         """Send the campaign (see :func:`smtpkit.bulk.send_campaign` for the guarantees).
 
@@ -329,7 +330,8 @@ class Campaign:
                 "timeout": timeout,
             }
             return _send_dask(self._dask, self._spec, options)
-        messages = self.prepare()  # every row rendered and checked before the first send
+        # every row rendered and checked before the first send (``prepared``: what prepare() gave)
+        messages = list(prepared) if prepared is not None else self.prepare()
         if connect is None:
             if host is None:
                 raise ValueError("give host= (and port=), or connect=")

@@ -21,13 +21,14 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, cast
 
 try:
     import ipywidgets as W  # type: ignore[import-untyped,unused-ignore]
+    from traitlets import Unicode
 except ImportError:  # pragma: no cover - exercised by the import-time check in the tests
     raise ImportError("the notebook forms need ipywidgets: pip install 'smtpkit[notebook]'") from None
 
@@ -64,6 +65,15 @@ def _text(description: str, value: str = "", placeholder: str = "") -> Any:
         placeholder=placeholder,
         layout=_WIDE,
         style=_LABEL_STYLE,
+    )
+
+
+class _PasswordBox(W.Password):  # type: ignore[misc]
+    """A Password box whose value is never echoed back to the browser (ipywidgets 8 echoes
+    every update to all frontends before the kernel's own change, which empties it)."""
+
+    value = Unicode("", help="the typed password; emptied by the form as soon as it arrives").tag(
+        sync=True, echo_update=False
     )
 
 
@@ -121,14 +131,17 @@ class ConnectionForm(W.VBox):  # type: ignore[misc]
         )
         self.warning = W.HTML()
         self.user = _text("User", account.user, "(none: no login)")
-        self.password = W.Password(
+        self.password = _PasswordBox(
             description="Password", placeholder="", continuous_update=False, layout=_WIDE, style=_LABEL_STYLE
         )
         self.note = W.HTML()
         self.test_button = W.Button(description="Test connection", icon="plug")
         self.status = W.HTML()
+        self._applying_preset = False
         self.preset.observe(self._on_preset, "value")
         self.security.observe(lambda _: self._refresh(), "value")
+        for box in (self.host, self.port, self.security):
+            box.observe(self._on_setting, "value")
         self.password.observe(self._on_password, "value")
         for box in (self.host, self.user):
             box.continuous_update = False
@@ -156,8 +169,24 @@ class ConnectionForm(W.VBox):  # type: ignore[misc]
     def _on_preset(self, change: Mapping[str, Any]) -> None:
         preset = PRESETS.get(change["new"])
         if preset is not None:
-            self.host.value, self.port.value, self.security.value = preset.host, preset.port, preset.security
+            self._applying_preset = True
+            try:
+                self.host.value, self.port.value, self.security.value = preset.host, preset.port, preset.security
+            finally:
+                self._applying_preset = False
         self._refresh()
+
+    def _on_setting(self, change: Mapping[str, Any]) -> None:
+        """A host, port or security edited by hand no longer is the preset ("Other server")."""
+        preset = PRESETS.get(self.preset.value)
+        if self._applying_preset or preset is None:
+            return
+        if (self.host.value.strip(), self.port.value, self.security.value) != (
+            preset.host,
+            preset.port,
+            preset.security,
+        ):
+            self.preset.value = "custom"
 
     def _on_password(self, change: Mapping[str, Any]) -> None:
         if change["new"]:
@@ -285,8 +314,8 @@ class ComposeForm(W.VBox):  # type: ignore[misc]
         self.result = W.HTML()
         self.last_result: Any = None
         for box in (self.sender, self.to, self.cc, self.bcc, self.subject, self.mode, self.body, self.attachments):
-            box.observe(lambda _: self.refresh_preview(), "value")
-        self.send_button.on_click(lambda _: self.send())
+            box.observe(self._on_edit, "value")
+        self.send_button.on_click(self._on_send_click)
         children = [
             self.sender,
             self.to,
@@ -335,8 +364,21 @@ class ComposeForm(W.VBox):  # type: ignore[misc]
         except (ValueError, TypeError, ImportError) as exc:
             self.preview.value = _error(f"Cannot build the message yet: {exc}")
 
+    def _on_edit(self, change: Mapping[str, Any]) -> None:
+        if self.send_button.disabled:  # a sent message was edited: it can be sent again
+            self.send_button.disabled = False
+            self.send_button.description = "Send"
+        self.refresh_preview()
+
+    def _on_send_click(self, button: Any) -> None:
+        # clicks queue up while a send runs: a second click on the same message arrives after
+        # it was sent, when the button is disabled (until the message is edited): ignored
+        if not self.send_button.disabled:
+            self.send()
+
     def send(self) -> Any:
         """Send the message; the result (or a plain-words error) is shown in the form."""
+        self.send_button.disabled = True
         self.status.value = _busy("Sending…")
         self.result.value = ""
         account: Account | None = None
@@ -352,7 +394,9 @@ class ComposeForm(W.VBox):  # type: ignore[misc]
         except Exception as exc:  # shown in the form, not as a traceback
             self.status.value = _error(explain(exc, account))
             self.last_result = exc
+            self.send_button.disabled = False
             return exc
+        self.send_button.description = "Sent (edit to send again)"
         accepted = len(result.accepted)
         total = len(msg.recipients)
         where = f"{account.host}:{account.effective_port}"
@@ -399,6 +443,7 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         body: str = "",
         mode: str = "text",
         name: str = "campaign",
+        key_column: str | None = None,
         journal: str | None = None,
         connections: int = 2,
         rate: float = 0.0,
@@ -407,6 +452,7 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         from .merge import load_rows
 
         self.data = data
+        self.key_column = key_column  # a stable id per row; without it a row's key is a hash of the row
         self.rows = load_rows(data)
         if not self.rows:
             raise ValueError("the data has no rows")
@@ -459,6 +505,8 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         self._thread: threading.Thread | None = None
         self._counts: dict[str, int] = {}
         self._base = 0
+        self._sent_name = ""
+        self._trailing: threading.Timer | None = None
         self._last_draw = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -502,6 +550,12 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         old, new = change["old"], change["new"]
         if self.journal.value == f"{old}.journal.sqlite":
             self.journal.value = f"{new}.journal.sqlite"
+        if self.send_button.description == "Resume" and new.strip() != self._sent_name:
+            self.send_button.description = "Send"  # a new name is a new campaign: nothing to resume
+            self.status.value = _error(
+                f"renamed: this is a new campaign, and Send sends every row again; rename it back to "
+                f"{self._sent_name!r} to resume the stopped one"
+            )
 
     def _spec(self) -> dict[str, Any]:
         body, mode = self.body.value, self.mode.value
@@ -517,6 +571,7 @@ class BulkForm(W.VBox):  # type: ignore[misc]
             "html": body if mode == "html" else None,
             "markdown": body if mode == "markdown" else None,
             "name": self.name.value.strip() or "campaign",
+            "key_column": self.key_column,
         }
 
     def campaign(self) -> Any:
@@ -579,19 +634,32 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         if self._thread is not None and self._thread.is_alive():
             self.status.value = _error("a send is already running")
             return None
+        account: Account | None = None
         try:
             campaign = self.campaign()
             prepared = campaign.prepare()  # every row checked before the first message leaves
-            connect = _account_of(self.connection).connector()
+            account = _account_of(self.connection)
+            if account.user:
+                account.require_password()  # a missing password is said here, not after a failed connect
             journal = self.journal.value.strip() or None
-            check_credential(journal or "", "journal path")
+            if journal is not None:
+                check_credential(journal, "journal path")
+            claim = (str(Path(journal).resolve()) if journal else f"form-{id(self)}", campaign.name)
+            with _ACTIVE_LOCK:
+                if claim in _ACTIVE:  # another form (or a re-run cell) is sending this campaign now
+                    raise ValueError(
+                        f"campaign {campaign.name!r} with journal {journal!r} is already being sent "
+                        "from another form: stop that one first"
+                    )
+                _ACTIVE.add(claim)
         except Exception as exc:
-            self.status.value = _error(_plain(exc))
+            self.status.value = _error(_plain(exc, account))
             return None
         self._stop = threading.Event()
         self._counts = {}
-        self._base = _already_sent(journal, campaign.name, [p.key for p in prepared])
+        self._base = _already_done(journal, campaign.name, [p.key for p in prepared])
         self._last_draw = 0.0
+        self._sent_name = campaign.name
         self.progress.max = len(prepared)
         self.progress.value = self._base
         self.progress.bar_style = ""
@@ -600,30 +668,38 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         self.send_button.disabled = True
         self.test_button.disabled = self.dry_button.disabled = True
         self.stop_button.disabled = False
-        self.status.value = _busy(f"sending {len(prepared)} messages…")
+        self.status.value = _busy(f"sending {len(prepared) - self._base} messages…")
         thread = threading.Thread(
-            target=self._run, args=(campaign, connect, journal), name="smtpkit-bulk-form", daemon=True
+            target=self._run,
+            args=(campaign, prepared, account, journal, claim),
+            name="smtpkit-bulk-form",
+            daemon=True,
         )
         self._thread = thread
         thread.start()
         return thread
 
-    def _run(self, campaign: Any, connect: Callable[[], Any], journal: str | None) -> None:
+    def _run(
+        self, campaign: Any, prepared: list[Any], account: Account, journal: str | None, claim: tuple[str, str]
+    ) -> None:
         try:
             rate = float(self.rate.value or 0)
             result = campaign.send(
-                connect=connect,
+                connect=account.connector(),
                 journal=journal,
                 connections=int(self.connections.value),
                 rate=rate or None,
                 stop=self._stop,
                 progress=self._on_outcome,
+                prepared=prepared,
             )
             self.result = result
-            self._show_result(result)
+            self._show_result(result, account)
         except Exception as exc:  # shown in the form
-            self.status.value = _error(_plain(exc))
+            self.status.value = _error(_plain(exc, account))
         finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(claim)
             self.stop_button.disabled = True
             self.send_button.disabled = self.test_button.disabled = self.dry_button.disabled = False
 
@@ -631,9 +707,19 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         with self._lock:
             self._counts[outcome.status] = self._counts.get(outcome.status, 0) + 1
             now = time.monotonic()
-            if now - self._last_draw < 0.1:  # at most ten updates a second reach the browser
+            if now - self._last_draw < 0.1:  # at most ten updates a second reach the browser,
+                if self._trailing is None:  # and the last of a burst always does
+                    self._trailing = threading.Timer(0.1, self._draw_trailing)
+                    self._trailing.daemon = True
+                    self._trailing.start()
                 return
             self._last_draw = now
+        self._draw()
+
+    def _draw_trailing(self) -> None:
+        with self._lock:
+            self._trailing = None
+            self._last_draw = time.monotonic()
         self._draw()
 
     def _draw(self) -> None:
@@ -646,32 +732,41 @@ class BulkForm(W.VBox):  # type: ignore[misc]
             "<div class='smtpkit-counts'>" + " · ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + "</div>"
         )
 
-    def _show_result(self, result: CampaignResult) -> None:
+    def _show_result(self, result: CampaignResult, account: Account | None = None) -> None:
         summary = result.summary()
-        self._counts = dict(summary)
         with self._lock:
+            if self._trailing is not None:  # the final figures below replace any pending update
+                self._trailing.cancel()
+                self._trailing = None
             counts_line = " · ".join(f"{k}: {v}" for k, v in sorted(summary.items()))
         self.counts.value = f"<div class='smtpkit-counts'>{html.escape(counts_line)}</div>"
         done = sum(v for k, v in summary.items() if k in ("sent", "skipped"))
         self.progress.value = min(done, self.progress.max)
         self.progress.description = f"{done} / {self.progress.max}"
+        unknown = summary.get("unknown", 0)
+        note = f"; {unknown} unknown (sent, but no reply came: possibly delivered, so never resent)" if unknown else ""
         if result.stopped_by:
             self.progress.bar_style = "warning"
             self.send_button.description = "Resume"
+            reason = result.stopped_by
+            if result.connect_error is not None:
+                reason = "cannot connect: " + explain(result.connect_error, account)
             self.status.value = _error(
-                f"stopped ({result.stopped_by}): {done} of {len(result.outcomes)} sent; "
+                f"stopped ({reason}): {done} of {len(result.outcomes)} sent{note}; "
                 "press Resume to send the rest (the journal skips what was sent)"
             )
         else:
             bad = len(result.outcomes) - done
             self.progress.bar_style = "success" if not bad else "danger"
             self.send_button.description = "Send"
-            line = f"finished in {result.elapsed:.1f} s: {done} of {len(result.outcomes)} sent"
+            line = f"finished in {result.elapsed:.1f} s: {done} of {len(result.outcomes)} sent{note}"
             self.status.value = _ok(line) if not bad else _error(line + f", {bad} not sent (see the table)")
         self.results.value = _results_table(result)
 
     def stop(self) -> None:
         """Ask the running send to stop (batches in flight finish; the journal stays consistent)."""
+        if not self.sending:
+            return  # a late click: the send is over and its status stays
         self._stop.set()
         self.stop_button.disabled = True
         self.status.value = _busy("stopping after the messages in flight…")
@@ -689,21 +784,26 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         return self._thread is not None and self._thread.is_alive()
 
 
-def _already_sent(journal: str | None, campaign: str, keys: Sequence[str]) -> int:
-    """How many of ``keys`` the journal already has as sent (a resumed campaign skips them)."""
+def _already_done(journal: str | None, campaign: str, keys: Sequence[str]) -> int:
+    """How many of ``keys`` the journal will skip (sent, failed or unknown before): a resumed
+    campaign reports no progress for them, so the bar starts there."""
     if not journal or not Path(journal).exists():
         return 0
-    from .journal import Journal
+    from .journal import SENDABLE, Journal
 
     with Journal(journal) as j:
         rows = j.rows(campaign)
-    return sum(1 for k in keys if k in rows and rows[k].status == "sent")
+    return sum(1 for k in keys if k in rows and rows[k].status not in SENDABLE)
 
 
-def _plain(exc: BaseException) -> str:
+def _plain(exc: BaseException, account: Account | None = None) -> str:
     if isinstance(exc, SMTPException | OSError):
-        return explain(exc)
+        return explain(exc, account)
     return str(exc) or type(exc).__name__
+
+
+_ACTIVE: set[tuple[str, str]] = set()  # (journal, campaign) being sent by a form in this kernel
+_ACTIVE_LOCK = threading.Lock()
 
 
 def _results_table(result: CampaignResult, limit: int = 200) -> str:

@@ -159,6 +159,10 @@ def lab(capture: CaptureServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
     settings = home / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    # save widget state with the notebook (off by default): the saved file must still hold no password
+    widgets_settings = home / "settings" / "@jupyter-widgets" / "jupyterlab-manager"
+    widgets_settings.mkdir(parents=True)
+    (widgets_settings / "plugin.jupyterlab-settings").write_text('{"saveState": true}')
     port, token = _free_port(), secrets.token_hex(16)
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
@@ -246,7 +250,13 @@ def _bulk_stop_and_resume(scope: Any, capture: CaptureServer, tmp_path: Path, pr
     bulk.get_by_label("Max msg/s").press("Tab")
     expect(bulk.locator("iframe")).to_be_visible()
     before = len(capture.messages)
-    bulk.locator(".jupyter-button", has_text=re.compile(r"^\s*Send\s*$")).click()
+    send = bulk.locator(".jupyter-button", has_text=re.compile(r"^\s*Send\s*$"))
+    send.click()
+    try:  # a click lost by the page (seen once in CI, not reproduced) is retried once
+        expect(send).to_be_disabled(timeout=10_000)
+    except AssertionError:
+        if send.is_enabled():
+            send.click()
     expect(bulk.locator(".smtpkit-counts")).to_contain_text("sent:", timeout=30_000)
     bulk.locator(".jupyter-button", has_text="Stop").click()  # the kernel is free while it sends
     expect(bulk.locator(".smtpkit-error")).to_contain_text("stopped", timeout=30_000)
@@ -266,10 +276,15 @@ def test_jupyterlab_forms(lab: dict[str, Any], capture: CaptureServer, page: Any
     try:
         _connect_and_compose(out, capture, page, tmp_path, "lab")
         _bulk_stop_and_resume(out, capture, tmp_path, "lab")
+        path = lab["dir"] / NOTEBOOK.name
         page.keyboard.press("Control+s")
-        time.sleep(1)  # the save request is fire-and-forget in the UI; the file check below is what counts
-        saved = (lab["dir"] / NOTEBOOK.name).read_text()
-        assert PASSWORD not in saved
+        deadline = time.monotonic() + 30
+        while "application/vnd.jupyter.widget-state+json" not in path.read_text():
+            assert time.monotonic() < deadline, "the notebook was not saved with its widget state"
+            time.sleep(0.2)
+        saved = json.loads(path.read_text())
+        assert saved["metadata"]["widgets"]  # widget state saved ...
+        assert PASSWORD not in path.read_text()  # ... without the password
         leaked = [p for p in lab["dir"].rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
         assert leaked == []
     finally:
@@ -284,8 +299,10 @@ def voila(capture: CaptureServer, tmp_path_factory: pytest.TempPathFactory) -> I
     port, token = _free_port(), secrets.token_hex(16)
     cmd = [
         sys.executable, "-m", "voila", str(notebooks / NOTEBOOK.name), "--no-browser", "--Voila.ip=127.0.0.1",
-        f"--port={port}", f"--token={token}", "--MappingKernelManager.cull_interval=2",
-        "--MappingKernelManager.cull_idle_timeout=4",
+        f"--port={port}", f"--token={token}",
+        # cull only kernels idle for minutes: a short cull (seconds) can kill the page's kernel
+        # between two steps on a loaded machine, and the clicks then go nowhere
+        "--MappingKernelManager.cull_interval=60", "--MappingKernelManager.cull_idle_timeout=600",
     ]  # fmt: skip
     log = open(home / "voila.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(

@@ -401,3 +401,120 @@ def test_bulk_errors_are_shown_not_raised(tmp_path: Path) -> None:
     assert "fill in From" in form.status.value
     with pytest.raises(ValueError, match="no rows"):
         BulkForm(people(0), sender="r@example.org")
+
+
+# -- review findings: each once a bug --------------------------------------------------------
+
+
+def test_stored_passwords_go_only_to_their_own_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SMTPKIT_HOST", "mail.example.net")
+    monkeypatch.setenv("SMTPKIT_USER", "bob")
+    monkeypatch.setenv("SMTPKIT_PASSWORD", SECRET)
+    assert find_password("mail.example.net", "bob")[0] == SECRET
+    assert find_password("attacker.example", "bob") == (None, "")
+    assert find_password("mail.example.net", "mallory") == (None, "")
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"default login bob password {SECRET}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.delenv("SMTPKIT_PASSWORD")
+    assert find_password("attacker.example", "bob") == (None, "")  # netrc's "default" is never used
+    # the form: switching to another provider does not carry the password along
+    form = ConnectionForm()
+    form.password.value = SECRET
+    form.preset.value = "gmail"
+    assert form.account().resolve_password() == (None, "")
+
+
+def test_password_is_not_echoed_back_to_the_browser() -> None:
+    form = ConnectionForm(preset="gmail")
+    sent: list[Any] = []
+
+    class Comm:  # records what the kernel would send to the browser
+        kernel = object()
+        comm_id = "test"
+
+        def send(self, data: Any = None, buffers: Any = None, **_: Any) -> None:
+            sent.append(data)
+
+        def on_msg(self, *_: Any) -> None:
+            pass
+
+        def close(self, *_: Any, **__: Any) -> None:
+            pass
+
+    form.password.comm = Comm()
+    form.password.set_state({"value": SECRET})  # what a browser's update does
+    assert form._secret == SECRET and form.password.value == ""
+    assert sent and SECRET not in json.dumps(sent)
+
+
+def test_editing_a_preset_makes_it_another_server() -> None:
+    form = ConnectionForm(preset="capture")
+    assert form.preset.value == "capture" and form.account().start_capture
+    form.host.value = "smtp.remote.example"
+    assert form.preset.value == "custom"
+    assert not form.account().start_capture and "Nothing leaves this machine" not in form.note.value
+    form.preset.value = "office365"
+    assert form.preset.value == "office365" and form.host.value == "smtp.office365.com"
+
+
+def test_compose_double_click_sends_once(plain_server: CaptureServer) -> None:
+    form = ComposeForm(plain_form(plain_server), sender="a@example.org", to="b@example.org", body="hi")
+    form.send_button.click()
+    form.send_button.click()  # queued behind the first: arrives when the button is disabled
+    assert len(plain_server.messages) == 1
+    assert form.send_button.disabled and "edit to send again" in form.send_button.description
+    form.subject.value = "second"
+    form.send_button.click()
+    assert len(plain_server.messages) == 2
+
+
+def test_bulk_missing_or_wrong_password_stops_at_once(
+    server: CaptureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import smtpkit.client
+
+    logins: list[str] = []
+    original = smtpkit.client.SMTP.login
+
+    def counting(self: Any, user: str, password: str, **kwargs: Any) -> Any:
+        logins.append(user)
+        return original(self, user, password, **kwargs)
+
+    monkeypatch.setattr(smtpkit.client.SMTP, "login", counting)
+    connection = tls_form(server)
+    connection.user.value = "ann"
+    form = BulkForm(people(4), connection, sender="r@example.org", subject="Hi", body="x", journal=str(tmp_path / "j"))
+    assert form.send() is None  # no password anywhere: said before anything starts
+    assert "no password for ann" in form.status.value and logins == []
+    connection.password.value = "wrong"
+    form.send_button.click()
+    result = form.wait(30)
+    assert result is not None and result.stopped_by and result.connect_error is not None
+    assert 1 <= len(logins) <= form.connections.value  # at most once per connection, never retried
+    assert "refused the login (535" in form.status.value
+    assert set(result.summary()) == {"not_attempted"} and server.messages == []
+
+
+def test_one_campaign_at_a_time_and_renaming_is_a_new_campaign(plain_server: CaptureServer, tmp_path: Path) -> None:
+    journal = str(tmp_path / "shared.sqlite")
+    kwargs: dict[str, Any] = {"sender": "r@example.org", "subject": "Hi {{ name }}", "body": "x", "journal": journal}
+    first = BulkForm(people(20), plain_form(plain_server), rate=10, **kwargs)
+    second = BulkForm(people(20), plain_form(plain_server), **kwargs)  # e.g. the cell run again
+    assert first.send() is not None
+    assert second.send() is None and "already being sent" in second.status.value
+    _wait_for(lambda: first.progress.value >= 2)
+    first.stop_button.click()
+    first.wait(20)
+    sent = len(plain_server.messages)
+    assert 2 <= sent < 20 and first.send_button.description == "Resume"
+    first.stop_button.click()  # a late click changes nothing
+    assert "stopped" in first.status.value
+    first.name.value = "q4-final"
+    assert first.send_button.description == "Send" and "new campaign" in first.status.value
+    first.name.value = "campaign"
+    second.send_button.click()  # the first is stopped: the second may resume it
+    result = second.wait(30)
+    assert result is not None and result.summary() == {"sent": 20 - sent, "skipped": sent}
+    assert len(plain_server.messages) == 20
