@@ -146,7 +146,7 @@ class ConnectionForm(W.VBox):  # type: ignore[misc]
         for box in (self.host, self.user):
             box.continuous_update = False
             box.observe(self._on_identity, "value")
-        self.test_button.on_click(lambda _: self.test())
+        self.test_button.on_click(lambda _: self.test_in_background())
         super().__init__(
             children=[
                 W.HTML("<b>SMTP server</b>"),
@@ -258,6 +258,21 @@ class ConnectionForm(W.VBox):  # type: ignore[misc]
             return None
         self.status.value = check._repr_html_()
         return check
+
+    def test_in_background(self) -> threading.Thread:
+        """:meth:`test` in a thread (the button): the kernel stays free for the other widgets'
+        updates, the password box's among them, however long the server takes."""
+        self.test_button.disabled = True
+
+        def run() -> None:
+            try:
+                self.test()
+            finally:
+                self.test_button.disabled = False
+
+        thread = threading.Thread(target=run, name="smtpkit-connection-test", daemon=True)
+        thread.start()
+        return thread
 
     def __repr__(self) -> str:
         return f"<ConnectionForm {self.host.value}:{self.port.value} {self.security.value} user={self.user.value!r}>"

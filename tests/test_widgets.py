@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,6 +163,14 @@ def test_typed_password_leaves_the_widget_state_at_once(server: CaptureServer) -
     form.host.value = "localhost"
     assert form._secret is None
     assert form.account().resolve_password() == (None, "")
+
+
+def test_test_connection_button_leaves_the_kernel_free(server: CaptureServer) -> None:
+    form = tls_form(server)
+    thread = form.test_in_background()  # what the button does
+    assert isinstance(thread, threading.Thread)
+    _wait_for(lambda: "Connection works" in form.status.value)
+    _wait_for(lambda: not form.test_button.disabled)
 
 
 def test_connection_problems_in_plain_words(server: CaptureServer, tmp_path: Path) -> None:
