@@ -259,6 +259,7 @@ class AsyncSMTP:
         self._transport: asyncio.Transport | None = None
         self._closed_by: BaseException | None = None
         self._tcp_sock: socket.socket | None = None  # for TCP_QUICKACK
+        self._lock: asyncio.Lock | None = None  # one operation at a time (made in the running loop)
 
     def __repr__(self) -> str:
         state = "connected" if self._transport is not None else "not connected"
@@ -308,10 +309,13 @@ class AsyncSMTP:
         self._protocol = None
         self._session = Session()
         self._tcp_sock = None
-        if protocol is not None:
-            protocol.cancel_timer()
         if transport is not None:
             transport.abort()
+        if protocol is not None:
+            protocol.cancel_timer()
+            driver = protocol.driver
+            if driver is not None:  # an operation driven from the callbacks: it ends now, disconnected
+                driver()
 
     def _check_idle(self) -> None:
         protocol = self._protocol
@@ -387,6 +391,10 @@ class AsyncSMTP:
         if len(got) == count and protocol is not None and protocol.error is None:
             return got  # already here: no deadline to arm
         final = phase == FINAL
+        if protocol is None:  # closed meanwhile (close() from another task)
+            if final:
+                raise SMTPUnknownOutcome("the connection was closed before the final reply")
+            raise SMTPServerDisconnected("the connection was closed while waiting for the reply")
         try:
             if deadline is None:
                 timeout = self._timeout_for(phase)
@@ -404,6 +412,8 @@ class AsyncSMTP:
                         if final:
                             raise SMTPUnknownOutcome(f"the final reply was unreadable: {error}") from error
                         raise error
+                    if final:  # the content went out: it may have been delivered
+                        raise SMTPUnknownOutcome(f"connection lost waiting for the final reply: {error}") from error
                     if isinstance(error, SMTPServerDisconnected):
                         raise error
                     raise SMTPServerDisconnected(f"Connection unexpectedly closed: {error}")
@@ -427,7 +437,26 @@ class AsyncSMTP:
         return got
 
     async def _run(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
-        """Drive a protocol operation: do its exchanges, feed back replies or errors."""
+        """Drive a protocol operation, one at a time per connection.
+
+        Operations started concurrently on one AsyncSMTP wait their turn (replies are
+        paired with commands by order, so two interleaved operations would swap them). An
+        operation cancelled (or failing) while the server still owes it replies closes the
+        connection: those replies must never reach the next command.
+        """
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = asyncio.Lock()
+        async with lock:
+            try:
+                return await self._run_locked(operation)
+            except BaseException:
+                session = self._session
+                if self._transport is not None and (session.outstanding or session.queue):
+                    self.close()
+                raise
+
+    async def _run_locked(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
         value: list[Reply] | None = None
         error: BaseException | None = None
         op: Exchange | _Close | None = None  # taken from the operation, not yet done

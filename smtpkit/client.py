@@ -124,9 +124,14 @@ _POLLIN = getattr(select, "POLLIN", 1)
 _POLLOUT = getattr(select, "POLLOUT", 4)
 
 
+_POLL_MAX_MS = 2**31 - 1
+
+
 def _poll_ms(remaining: float | None) -> int | None:
     """poll()'s timeout for ``remaining`` seconds (rounded up; None waits forever)."""
-    return None if remaining is None else max(int(remaining * 1000.0) + 1, 0)
+    # poll() takes an int of milliseconds: a longer wait is cut short and the caller's loop
+    # checks its deadline again (a timeout of a month must not raise OverflowError)
+    return None if remaining is None else min(max(int(remaining * 1000.0) + 1, 0), _POLL_MAX_MS)
 
 
 def quoteaddr(addrstring: str) -> str:
@@ -426,7 +431,7 @@ class SMTP:
                         polled[1].poll()
                     else:
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0 or not polled[1].poll(int(remaining * 1000.0) + 1):
+                        if remaining <= 0 or not polled[1].poll(_poll_ms(remaining)):
                             if deadline - time.monotonic() <= 0:
                                 raise TimeoutError("timed out")
                             continue
@@ -950,6 +955,8 @@ class SMTP:
         the same checks and deadlines; any reply but the expected ones continues in the
         transaction's own code (:func:`~smtpkit.protocol.transaction_rest`).
         """
+        if not recipients:  # the general path refuses it as smtplib does (an empty DATA, then the error)
+            return None
         caps = self.capabilities
         features = caps.features
         if (

@@ -7,6 +7,7 @@ import contextvars
 import inspect
 import smtplib
 import time
+from typing import Any
 
 import pytest
 from servers import Capture, Conn, Scripted, SmtpSink, aiosmtpd_server
@@ -140,3 +141,79 @@ def test_top_level_name_is_lazy() -> None:
     assert smtpkit.AsyncSMTP is AsyncSMTP
     with pytest.raises(AttributeError):
         _ = smtpkit.NoSuchThing  # type: ignore[attr-defined]
+
+
+# -- one operation at a time, and nothing owed survives a cancel (review findings) -----------
+
+
+def test_a_cancelled_send_closes_the_connection_so_no_reply_goes_astray() -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220 scripted ESMTP\r\n")
+        conn.ehlo("PIPELINING")
+        conn.line()  # MAIL, RCPT and DATA arrive together; the replies come late
+        time.sleep(0.5)
+        conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        conn.rest(timeout=2)
+
+    async def main(port: int) -> None:
+        client = AsyncSMTP("127.0.0.1", port, timeout=10, local_hostname="c")
+        await client.connect()
+        await client.ehlo()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(
+                client.sendmail("a@example.org", ["bob@example.org"], b"Subject: x\r\n\r\nx\r\n"), 0.2
+            )
+        assert not client.is_connected  # its three replies are still owed: the connection is gone
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            await client.noop()  # never gets the cancelled MAIL's "250 ok"
+
+    with Scripted(script) as server:
+        asyncio.run(main(server.port))
+    assert b"carol" not in server.wire
+
+
+def test_concurrent_operations_take_turns() -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220 scripted ESMTP\r\n")
+        conn.ehlo("PIPELINING")
+        assert conn.line().startswith(b"NOOP")
+        time.sleep(0.2)
+        conn.send(b"250 2.0.0 noop reply\r\n")
+        assert conn.line().startswith(b"RSET")
+        conn.send(b"250 2.0.0 rset reply\r\n")
+        conn.rest(timeout=1)
+
+    async def main(port: int) -> tuple[Any, Any]:
+        client = AsyncSMTP("127.0.0.1", port, timeout=5, local_hostname="c")
+        await client.connect()
+        await client.ehlo()
+        first = asyncio.create_task(client.noop())
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(client.rset())
+        results = await asyncio.gather(first, second)
+        client.close()
+        return results[0], results[1]
+
+    with Scripted(script) as server:
+        noop, rset = asyncio.run(main(server.port))
+    assert noop[1].endswith(b"noop reply") and rset[1].endswith(b"rset reply")
+
+
+def test_close_from_another_task_ends_the_driven_operation() -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220 scripted ESMTP\r\n")
+        conn.ehlo("PIPELINING")
+        conn.rest(timeout=2)  # never answers
+
+    async def main(port: int) -> None:
+        client = AsyncSMTP("127.0.0.1", port, timeout=30, local_hostname="c")
+        await client.connect()
+        await client.ehlo()
+        task = asyncio.create_task(client.noop())
+        await asyncio.sleep(0.1)
+        client.close()  # a shutdown handler, a watchdog
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            await asyncio.wait_for(task, 5)
+
+    with Scripted(script) as server:
+        asyncio.run(main(server.port))

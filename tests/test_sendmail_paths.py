@@ -169,3 +169,19 @@ def test_the_common_case_takes_the_lean_path(monkeypatch: pytest.MonkeyPatch) ->
         with pytest.raises(AssertionError, match="general transaction"):
             c.sendmail("a@example.org", "b@example.org", MSG, ["SMTPUTF8"])  # options: the general path
         c.close()
+
+
+def test_no_recipients_is_refused_as_smtplib_does(make_client: Factory) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220 scripted ESMTP\r\n")
+        conn.ehlo("PIPELINING")
+        conn.until(b"DATA\r\n")
+        conn.send(b"250 ok\r\n354 go\r\n")  # a lenient server lets an empty envelope through
+        conn.until(b".\r\n")  # the general path ends the DATA at once, empty
+        conn.send(b"250 queued\r\n")
+        conn.rest(timeout=1)
+
+    with Scripted(script) as server, make_client("127.0.0.1", server.port) as client:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.sendmail("a@example.org", [], b"Subject: secret\r\n\r\nbody\r\n")
+    assert b"secret" not in server.wire
