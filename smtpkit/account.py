@@ -374,7 +374,7 @@ def explain(exc: BaseException, account: Account | None = None) -> str:
             "(only a server on this machine may be used without encryption)."
         )
     if isinstance(exc, errors.SMTPAuthenticationError):
-        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        text = errors.text_of(exc.smtp_error)
         hint = ""
         if account is not None and account.host.endswith("gmail.com"):
             hint = " Gmail needs an app password, not your account password."
@@ -397,13 +397,10 @@ def explain(exc: BaseException, account: Account | None = None) -> str:
             return f"{name} could not be looked up just now (a temporary DNS failure: is the network up?)."
         return f"{name} could not be found. Check its spelling."
     if isinstance(exc, errors.SMTPRecipientsRefused):
-        refused = ", ".join(
-            f"{r} ({c} {m.decode('utf-8', 'replace') if isinstance(m, bytes) else m})"
-            for r, (c, m) in exc.recipients.items()
-        )
+        refused = ", ".join(f"{r} ({c} {errors.text_of(m)})" for r, (c, m) in exc.recipients.items())
         return f"Every recipient was refused: {refused}."
     if isinstance(exc, errors.SMTPResponseException):
-        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        text = errors.text_of(exc.smtp_error)
         return f"The server said {exc.smtp_code} {text}."
     if isinstance(exc, errors.SMTPServerDisconnected):
         return f"The connection to {where} was lost ({exc})."

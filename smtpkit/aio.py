@@ -153,7 +153,7 @@ class _Protocol(asyncio.BufferedProtocol):
             self._waiter.set_result(None)
 
     def arm(self, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
-        """Make sure the timer fires no later than ``deadline`` (for the driver)."""
+        """Make sure the timer fires no later than ``deadline`` (the driver's and ``wait``'s)."""
         self._deadline = deadline
         timer = self._timer
         if timer is None or self._timer_at > deadline:
@@ -167,13 +167,7 @@ class _Protocol(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
         if deadline is not None:
-            self._deadline = deadline
-            timer = self._timer
-            if timer is None or self._timer_at > deadline:
-                if timer is not None:
-                    timer.cancel()
-                self._timer = loop.call_at(deadline, self._on_timer)
-                self._timer_at = deadline
+            self.arm(deadline, loop)
         try:
             await self._waiter
         finally:

@@ -29,7 +29,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import (
+    SMTPAuthenticationError,
+    SMTPCertificateError,
     SMTPException,
+    SMTPInsecureAuthError,
     SMTPNotAttempted,
     SMTPResponseException,
     SMTPServerDisconnected,
@@ -188,8 +191,6 @@ class CampaignResult:
 
 def _permanent(exc: BaseException) -> bool:
     """A connection failure that retrying cannot fix."""
-    from .errors import SMTPAuthenticationError, SMTPCertificateError, SMTPInsecureAuthError
-
     if isinstance(exc, SMTPAuthenticationError):
         return not 400 <= int(getattr(exc, "smtp_code", 500) or 500) < 500  # 454: try again later
     return isinstance(exc, SMTPCertificateError | SMTPInsecureAuthError) or not isinstance(exc, SMTPException | OSError)

@@ -30,7 +30,7 @@ from typing import Any
 from . import __version__
 from .account import PASSWORD_ENV, find_password
 from .client import SMTP, SMTP_SSL
-from .errors import SMTPKitError
+from .errors import SMTPKitError, text_of
 from .protocol import SendResult
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         refused = ", ".join(f"{r} ({c})" for r, (c, _) in exc.recipients.items())
         print(f"smtpkit: every recipient was refused: {refused}", file=sys.stderr)
     except smtplib.SMTPResponseException as exc:
-        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        text = text_of(exc.smtp_error)
         print(f"smtpkit: {type(exc).__name__}: {exc.smtp_code} {text}", file=sys.stderr)
     except (smtplib.SMTPException, SMTPKitError, OSError, ValueError) as exc:
         print(f"smtpkit: {type(exc).__name__}: {exc}", file=sys.stderr)

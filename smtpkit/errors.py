@@ -182,6 +182,11 @@ _REPLY_MESSAGES = {
 }
 
 
+def text_of(value: bytes | str) -> str:
+    """A reply text as str (exceptions carry smtplib's bytes; undecodable bytes replaced)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _show(line: bytes) -> str:
     text = repr(bytes(line[:60]))
     return text + ("..." if len(line) > 60 else "")

@@ -351,9 +351,8 @@ class ComposeForm(W.VBox):  # type: ignore[misc]
         self.refresh_preview()
 
     def _files(self) -> list[tuple[str, bytes, str]]:
-        value = self.attachments.value
-        items = value.values() if isinstance(value, dict) else value  # ipywidgets 7 used a dict
-        return [(f["name"], bytes(f["content"]), f.get("type") or "") for f in items]
+        # ipywidgets 8 (the required version): a tuple of dicts
+        return [(f["name"], bytes(f["content"]), f.get("type") or "") for f in self.attachments.value]
 
     def message(self) -> Message:
         """The message the form describes (raises ValueError for bad addresses or headers)."""
@@ -743,9 +742,7 @@ class BulkForm(W.VBox):  # type: ignore[misc]
         done = self._base + sum(counts.values())
         self.progress.value = min(done, self.progress.max)
         self.progress.description = f"{done} / {self.progress.max}"
-        self.counts.value = (
-            "<div class='smtpkit-counts'>" + " · ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + "</div>"
-        )
+        self.counts.value = _counts_html(counts)
 
     def _show_result(self, result: CampaignResult, account: Account | None = None) -> None:
         summary = result.summary()
@@ -753,8 +750,7 @@ class BulkForm(W.VBox):  # type: ignore[misc]
             if self._trailing is not None:  # the final figures below replace any pending update
                 self._trailing.cancel()
                 self._trailing = None
-            counts_line = " · ".join(f"{k}: {v}" for k, v in sorted(summary.items()))
-        self.counts.value = f"<div class='smtpkit-counts'>{html.escape(counts_line)}</div>"
+        self.counts.value = _counts_html(summary)
         done = sum(v for k, v in summary.items() if k in ("sent", "skipped"))
         self.progress.value = min(done, self.progress.max)
         self.progress.description = f"{done} / {self.progress.max}"
@@ -797,6 +793,12 @@ class BulkForm(W.VBox):  # type: ignore[misc]
     @property
     def sending(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+
+def _counts_html(counts: Mapping[str, int]) -> str:
+    """``sent: 10 · skipped: 2``: the live counts and the final summary alike."""
+    line = " · ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    return f"<div class='smtpkit-counts'>{html.escape(line)}</div>"
 
 
 def _already_done(journal: str | None, campaign: str, keys: Sequence[str]) -> int:
