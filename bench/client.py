@@ -9,6 +9,9 @@ What it measures, all against one Postfix ``smtp-sink`` on 127.0.0.1 (started he
   pipelining), contenders interleaved round by round (A B C A B C ...); the ratios are
   medians of the per-round ratios, because absolute numbers drift on shared machines;
   ``smtpkit send_many`` (pipelining across messages) is shown for information;
+* the client's CPU time per message (user + system; for smtp-source, its process), since
+  smtpkit busy-waits for quick replies (``SMTP(spin=...)``, on by default) where smtplib
+  sleeps: throughput bought with CPU shows up here;
 * peak memory added by sending one 100 MB message from a file with smtpkit (measured
   in a fresh subprocess with ``ru_maxrss``).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import smtplib
 import socket
@@ -70,13 +74,23 @@ def message(size: int) -> bytes:
     return head + body.rstrip(b"\r\n") + b"\r\n"
 
 
+CPU: dict[str, list[float]] = {}  # contender -> CPU microseconds per message, per run
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_client(module: object, port: int, msg: bytes, count: int) -> float:
     smtp = module.SMTP("127.0.0.1", port, local_hostname="bench.example")  # type: ignore[attr-defined]
     smtp.ehlo()
+    cpu = cpu_seconds()
     start = time.perf_counter()
     for _ in range(count):
         smtp.sendmail(FROM, [TO], msg)
     elapsed = time.perf_counter() - start
+    CPU.setdefault(module.__name__, []).append((cpu_seconds() - cpu) / count * 1e6)  # type: ignore[attr-defined]
     smtp.quit()
     return count / elapsed
 
@@ -95,9 +109,12 @@ def run_many(port: int, msg: bytes, count: int) -> float:
 
 def run_source(port: int, size: int, count: int) -> float:
     cmd = [find("smtp-source"), "-s", "1", "-m", str(count), "-l", str(size), "-f", FROM, "-t", TO]
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([*cmd, f"127.0.0.1:{port}"], check=True, stdout=subprocess.DEVNULL)
-    return count / (time.perf_counter() - start)
+    rate = count / (time.perf_counter() - start)
+    CPU.setdefault("smtp-source -s 1", []).append((cpu_seconds(resource.RUSAGE_CHILDREN) - cpu) / count * 1e6)
+    return rate
 
 
 MEMORY_CHILD = r"""
@@ -150,11 +167,13 @@ def main() -> int:
             "smtpkit send_many": lambda msg, size, n: run_many(port, msg, n),  # informational
         }
         results: dict[str, dict[str, list[float]]] = {}
+        cpu_results: dict[str, dict[str, float]] = {}
         for label, (size, count) in cases.items():
             msg = message(size)
             rates: dict[str, list[float]] = {name: [] for name in contenders}
             run_client(smtpkit, port, msg, min(count, 100))  # warm-up
             run_client(smtplib, port, msg, min(count, 100))
+            CPU.clear()
             for _ in range(args.rounds):
                 for name, fn in contenders.items():
                     rates[name].append(fn(msg, size, count))
@@ -162,7 +181,10 @@ def main() -> int:
             print(f"{label} messages, {count} per run, one connection")
             for name, values in rates.items():
                 runs = ", ".join(f"{v:,.0f}" for v in values)
-                print(f"  {name:<18} {statistics.median(values):>9,.0f} msg/s   (runs: {runs})")
+                cpu = CPU.get(name)
+                used = f"{statistics.median(cpu):>5,.0f} us CPU/msg" if cpu else " " * 16
+                print(f"  {name:<18} {statistics.median(values):>9,.0f} msg/s  {used}   (runs: {runs})")
+            cpu_results[label] = {name: statistics.median(v) for name, v in CPU.items()}
             print()
 
         def ratio(label: str, a: str, b: str) -> float:
@@ -187,7 +209,16 @@ def main() -> int:
         print(f"  {label:<44} {added:>5.1f} MB <= 20 MB  {'PASS' if mem_ok else 'MISS'}")
         if args.json:
             with open(args.json, "w") as fh:
-                json.dump({"rates": results, "ratios": {n: v for n, v, _ in checks}, "memory_mb": added}, fh, indent=2)
+                json.dump(
+                    {
+                        "rates": results,
+                        "cpu_us_per_message": cpu_results,
+                        "ratios": {n: v for n, v, _ in checks},
+                        "memory_mb": added,
+                    },
+                    fh,
+                    indent=2,
+                )
         return 1 if (args.check and missed) else 0
     finally:
         sink.terminate()

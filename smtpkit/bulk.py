@@ -404,6 +404,10 @@ def send_campaign(
                     try:
                         smtp = connect()
                         failures = 0
+                        if connections > 1 and hasattr(smtp, "spin"):
+                            # threads that busy-wait take turns at the GIL with the others'
+                            # real work: with several connections, waits sleep
+                            smtp.spin = 0.0
                     except Exception as exc:
                         failures += 1
                         for key, attempts in batch:

@@ -35,12 +35,14 @@ import email.message
 import io
 import ipaddress
 import logging
+import os
 import select
 import socket
 import ssl
 import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from time import perf_counter
 from typing import Any
 
 from . import auth as sasl
@@ -127,6 +129,25 @@ _POLLOUT = getattr(select, "POLLOUT", 4)
 _POLL_MAX_MS = 2**31 - 1
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+DEFAULT_SPIN = 0.001 if _cpus() > 1 else 0.0
+"""Default of ``SMTP(spin=...)``: seconds to poll for a reply without sleeping.
+
+A thread that sleeps in poll() for a reply and is woken when it arrives pays the
+operating system's wake-up cost (in a virtual machine that can be most of a loopback round
+trip); a short busy-wait avoids it when the server answers quickly: a local relay, a
+capture server, a server on the LAN. It is adaptive (see ``SMTP.spin``), so a distant
+server costs no busy-waiting, and it is 0 on a machine with a single CPU, where the server
+might need the very CPU the client would spin on.
+"""
+
+
 def _poll_ms(remaining: float | None) -> int | None:
     """poll()'s timeout for ``remaining`` seconds (rounded up; None waits forever)."""
     # poll() takes an int of milliseconds: a longer wait is cut short and the caller's loop
@@ -164,7 +185,18 @@ class SMTP:
     alias), ``validate_certs`` (``False`` disables certificate checks: only for test
     servers),
     ``allow_insecure_auth`` (allow ``login()`` without TLS), ``final_timeout`` (seconds
-    to wait for the end-of-data reply) and ``chunking`` (``False`` never uses BDAT).
+    to wait for the end-of-data reply), ``chunking`` (``False`` never uses BDAT) and
+    ``spin`` (see below).
+
+    ``spin`` (default :data:`DEFAULT_SPIN`, 1 ms; 0 turns it off): on a plain connection,
+    how long to poll for a reply without sleeping before the thread sleeps in poll().
+    It is used only while replies come quickly: the client keeps a moving average of how
+    long its waits for replies took, and busy-waits only while that average is within
+    ``spin``, so a server that takes longer (a distant one) costs no CPU this way. A
+    reply that arrives during the busy-wait is read at once instead of after the
+    operating system wakes the thread; on the machine of ``bench/client.py`` that halves
+    the time of a ``sendmail`` to a local server. The cost is up to ``spin`` seconds of
+    CPU per wait. TLS connections always sleep.
     """
 
     debuglevel = 0
@@ -190,6 +222,7 @@ class SMTP:
         allow_insecure_auth: bool = False,
         final_timeout: float | None = None,
         chunking: bool = True,
+        spin: float | None = None,
     ) -> None:
         self._host = host
         self.timeout = timeout
@@ -203,6 +236,8 @@ class SMTP:
         self.allow_insecure_auth = allow_insecure_auth
         self.final_timeout = final_timeout
         self.chunking = chunking
+        self.spin = DEFAULT_SPIN if spin is None else spin
+        self._wait_avg = 0.0  # moving average of the waits for replies, in seconds
         self.user: str | None = None
         self.password: sasl.Secret | None = None
         self.last_result: SendResult | None = None
@@ -427,14 +462,24 @@ class SMTP:
                         self._set_timeout(sock, None)
                     if quickack:
                         sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+                    poll = polled[1].poll
+                    started = perf_counter()
+                    spin = self.spin
+                    if spin > 0.0 and self._wait_avg <= spin:  # a quick server: poll without sleeping first
+                        if deadline is not None:
+                            spin = min(spin, deadline - time.monotonic())
+                        until = started + spin
+                        while not poll(0) and perf_counter() < until:
+                            pass
                     if deadline is None:
-                        polled[1].poll()
+                        poll()
                     else:
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0 or not polled[1].poll(_poll_ms(remaining)):
+                        if remaining <= 0 or not poll(_poll_ms(remaining)):
                             if deadline - time.monotonic() <= 0:
                                 raise TimeoutError("timed out")
                             continue
+                    self._wait_avg += (perf_counter() - started - self._wait_avg) * 0.25
                     try:
                         data = sock.recv(_RECV, _DONTWAIT)
                     except BlockingIOError:  # a spurious wake-up
@@ -576,6 +621,7 @@ class SMTP:
         self._port = port
         self._session = Session()
         self._closed_by = None
+        self._wait_avg = 0.0
         try:
             self.sock = self._get_socket(host, port, self._timeout_for(GREETING))
             self._sock_timeout = -1.0
