@@ -47,7 +47,6 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
     SMTPTLSError,
-    SMTPUnknownOutcome,
 )
 from .esmtp import Capabilities, parse_ehlo
 from .protocol import (
@@ -66,6 +65,7 @@ from .protocol import (
     command_line,
     fill_not_attempted,
     outgoing_items,
+    raise_read_failure,
     transaction,
 )
 from .reply import Reply
@@ -386,9 +386,7 @@ class AsyncSMTP:
             return got  # already here: no deadline to arm
         final = phase == FINAL
         if protocol is None:  # closed meanwhile (close() from another task)
-            if final:
-                raise SMTPUnknownOutcome("the connection was closed before the final reply")
-            raise SMTPServerDisconnected("the connection was closed while waiting for the reply")
+            raise_read_failure(None, final=final)
         try:
             if deadline is None:
                 timeout = self._timeout_for(phase)
@@ -402,29 +400,20 @@ class AsyncSMTP:
                     if isinstance(error, SMTPProtocolError):
                         self._closed_by = error
                         if len(got) == count:
-                            return got
-                        if final:
-                            raise SMTPUnknownOutcome(f"the final reply was unreadable: {error}") from error
-                        raise error
-                    if final:  # the content went out: it may have been delivered
-                        raise SMTPUnknownOutcome(f"connection lost waiting for the final reply: {error}") from error
-                    if isinstance(error, SMTPServerDisconnected):
-                        raise error
-                    raise SMTPServerDisconnected(f"Connection unexpectedly closed: {error}")
+                            return got  # what was asked for arrived intact before the garbage
+                    raise_read_failure(error, final=final)
                 if protocol.closed:
                     self.close()
                     if got and got[-1].code == 421:
-                        return got
-                    if final:
-                        raise SMTPUnknownOutcome("Connection closed before the final reply")
-                    raise SMTPServerDisconnected("Connection unexpectedly closed")
+                        return got  # the server said goodbye; the caller sees the 421
+                    raise_read_failure(None, final=final)
                 await protocol.wait(deadline)
                 got.extend(session.take(count - len(got)))
         except TimeoutError as exc:
+            if isinstance(exc, SMTPServerDisconnected):  # raised above: already the error to raise
+                raise
             self.close()
-            if final:
-                raise SMTPUnknownOutcome("timed out waiting for the final reply; it may have been delivered") from exc
-            raise SMTPTimeoutError(f"timed out waiting for the server's reply ({self._timeout_for(phase)} s)") from exc
+            raise_read_failure(exc, final=final, timeout=self._timeout_for(phase))
         if log.isEnabledFor(logging.DEBUG):
             for reply in got:
                 log.debug("reply: %d %s", reply.code, reply.text)

@@ -87,6 +87,7 @@ from .protocol import (
     command_line,
     fill_not_attempted,
     outgoing_items,
+    raise_read_failure,
     transaction,
     transaction_rest,
 )
@@ -501,11 +502,7 @@ class SMTP:
                     self.close()
                     if got and got[-1].code == 421:
                         return got  # the server said goodbye; the caller sees the 421
-                    raise (
-                        SMTPUnknownOutcome("Connection closed before the final reply")
-                        if final
-                        else (SMTPServerDisconnected("Connection unexpectedly closed"))
-                    )
+                    raise_read_failure(None, final=final)
                 if debug:
                     self._trace("reply:", repr(data))
                 session.receive(data)
@@ -516,24 +513,13 @@ class SMTP:
             self._closed_by = exc
             if len(got) == count:
                 return got  # what was asked for arrived intact before the garbage
-            if final:
-                raise SMTPUnknownOutcome(f"the final reply was unreadable: {exc}") from exc
-            raise
-        except SMTPServerDisconnected:
+            raise_read_failure(exc, final=final)
+        except SMTPServerDisconnected:  # already the error to raise (an end of file, above)
             self.close()
             raise
-        except TimeoutError as exc:
+        except OSError as exc:  # a timeout, a reset...
             self.close()
-            if final:
-                raise SMTPUnknownOutcome(
-                    "timed out waiting for the final reply; the message may have been delivered"
-                ) from exc
-            raise SMTPTimeoutError(f"timed out waiting for the server's reply ({timeout} s)") from exc
-        except OSError as exc:
-            self.close()
-            if final:
-                raise SMTPUnknownOutcome(f"connection lost waiting for the final reply: {exc}") from exc
-            raise SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+            raise_read_failure(exc, final=final, timeout=timeout)
         return got
 
     def _not_connected(self) -> SMTPServerDisconnected:

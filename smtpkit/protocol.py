@@ -21,7 +21,7 @@ import binascii
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from .address import check_no_controls, envelope_address, needs_smtputf8
 from .errors import (
@@ -35,6 +35,7 @@ from .errors import (
     SMTPRecipientsRefused,
     SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPTimeoutError,
     SMTPUnknownOutcome,
 )
 from .esmtp import Capabilities
@@ -107,6 +108,45 @@ def _encode_line(verb: str, text: str, utf8: bool) -> bytes:
             f"non-ASCII characters in the {verb} command need SMTPUTF8 (RFC 6531), "
             "which is not in use on this connection"
         ) from None
+
+
+def read_failure(error: BaseException | None, *, final: bool, timeout: float | None = None) -> BaseException:
+    """The exception to raise when waiting for replies ends without them.
+
+    ``error`` is what ended the wait: ``None`` for the server closing the connection, an
+    :class:`SMTPProtocolError` for a reply that cannot be parsed, a ``TimeoutError`` (the
+    phase's deadline, ``timeout`` seconds) or any other ``OSError``. When the end-of-data
+    reply was due (``final``) the message may have been delivered, so every one of these
+    is :class:`SMTPUnknownOutcome`; before that, a protocol error is raised as it is, a
+    timeout as :class:`SMTPTimeoutError` and the rest as
+    :class:`SMTPServerDisconnected`. Both drivers (``client.SMTP`` and ``aio.AsyncSMTP``)
+    go through here, so the same failure raises the same error in either.
+    """
+    if final:
+        if error is None:
+            return SMTPUnknownOutcome("the connection was closed before the final reply")
+        if isinstance(error, SMTPUnknownOutcome):
+            return error
+        if isinstance(error, SMTPProtocolError):
+            return SMTPUnknownOutcome(f"the final reply was unreadable: {error}")
+        if isinstance(error, TimeoutError):
+            return SMTPUnknownOutcome("timed out waiting for the final reply; the message may have been delivered")
+        return SMTPUnknownOutcome(f"connection lost waiting for the final reply: {error}")
+    if error is None:
+        return SMTPServerDisconnected("Connection unexpectedly closed")
+    if isinstance(error, SMTPServerDisconnected):  # protocol errors, timeouts already typed
+        return error
+    if isinstance(error, TimeoutError):
+        return SMTPTimeoutError("timed out waiting for the server's reply" + (f" ({timeout} s)" if timeout else ""))
+    return SMTPServerDisconnected(f"Connection unexpectedly closed: {error}")
+
+
+def raise_read_failure(error: BaseException | None, *, final: bool, timeout: float | None = None) -> NoReturn:
+    """Raise :func:`read_failure`'s exception, chained to ``error``."""
+    failure = read_failure(error, final=final, timeout=timeout)
+    if failure is error:
+        raise failure
+    raise failure from error
 
 
 class Session:

@@ -338,3 +338,59 @@ def test_send_many_leaves_no_failed_transaction_open(make_client: Factory) -> No
         assert isinstance(results[1], smtplib.SMTPRecipientsRefused)
         assert c.sendmail("a@example.org", ["next@example.org"], MSG) == {}  # no "nested MAIL"
     assert [m.rcpt_tos for m in capture.messages] == [["ok@example.org"], ["next@example.org"]]
+
+
+@pytest.mark.parametrize("when", ["after MAIL", "after the content"])
+def test_a_dropped_connection_raises_the_same_error_in_both(make_client: Factory, when: str) -> None:
+    # both drivers map a failed wait through protocol.read_failure: same type, same words
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo("PIPELINING")
+        if when == "after MAIL":
+            conn.line()
+            return  # closed with MAIL/RCPT/DATA unanswered
+        conn.until(b"DATA\r\n")
+        conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        conn.until(b"\r\n.\r\n")  # the content arrived; closed before the final reply
+
+    with Scripted(script) as server, make_client("127.0.0.1", server.port, timeout=5) as c:
+        c.ehlo()
+        with pytest.raises(smtplib.SMTPServerDisconnected) as caught:
+            c.sendmail("a@example.org", ["b@example.org"], MSG)
+        if when == "after MAIL":
+            assert type(caught.value) is smtpkit.SMTPServerDisconnected
+            assert str(caught.value) == "Connection unexpectedly closed"
+        else:
+            assert type(caught.value) is smtpkit.SMTPUnknownOutcome
+            assert str(caught.value) == "the connection was closed before the final reply"
+
+
+@pytest.mark.parametrize(
+    ("error", "final", "expected", "words"),
+    [
+        (None, False, smtpkit.SMTPServerDisconnected, "Connection unexpectedly closed"),
+        (None, True, smtpkit.SMTPUnknownOutcome, "closed before the final reply"),
+        (TimeoutError("t"), False, smtpkit.SMTPTimeoutError, "timed out waiting for the server's reply (5 s)"),
+        (TimeoutError("t"), True, smtpkit.SMTPUnknownOutcome, "may have been delivered"),
+        (ConnectionResetError("reset"), False, smtpkit.SMTPServerDisconnected, "unexpectedly closed: reset"),
+        (ConnectionResetError("reset"), True, smtpkit.SMTPUnknownOutcome, "connection lost"),
+        (SMTPProtocolError("garbage"), True, smtpkit.SMTPUnknownOutcome, "unreadable: garbage"),
+    ],
+)
+def test_read_failure_mapping(error: BaseException | None, final: bool, expected: type, words: str) -> None:
+    from smtpkit.protocol import raise_read_failure, read_failure
+
+    failure = read_failure(error, final=final, timeout=5)
+    assert type(failure) is expected and words in str(failure)
+    with pytest.raises(expected) as caught:
+        raise_read_failure(error, final=final, timeout=5)
+    assert caught.value.__cause__ is error
+
+
+def test_read_failure_keeps_typed_errors() -> None:
+    from smtpkit.protocol import read_failure
+
+    garbage = SMTPProtocolError("garbage")
+    assert read_failure(garbage, final=False) is garbage  # before the final reply: as it is
+    unknown = smtpkit.SMTPUnknownOutcome("already decided")
+    assert read_failure(unknown, final=True) is unknown
