@@ -55,27 +55,42 @@ SK_KATTR static int SK_KFN(const unsigned char *p, Py_ssize_t n, Py_ssize_t limi
     os = out + shift;
     lend = ls + limit;
     while (n - i >= 2 * SK_BLOCK) {
-        low = SK_KCOPY_LOW64(os + i, p + i);
-        if (!low) {
-            i += SK_BLOCK;
-            continue;
-        }
-        q = sk_ctz64(low);
-        x = i + q;
-        c = p[x];
-        crlf = sk_is_crlf(p + x);
-        /* exactly one break: a CR or LF, nothing else <= 13 after it in the block but the
-         * LF of its CRLF, and the line it ends within the limit */
-        if (SK_LIKELY((low >> q) == (uint64_t)(1 + 2 * crlf)) & SK_LIKELY((0x2400u >> c) & 1) &
-            SK_LIKELY(x <= lend)) {
-            memcpy(os + x, "\r\n..", 4);
-            x1 = x + 1 + crlf;            /* first byte of the next line */
-            os += 1 + (p[x1] == '.') - crlf; /* p[x1] now goes right after CRLF or CRLF '.' */
-            SK_KCOPY64(os + x1, p + x1);  /* the rest of the block, moved */
-            lend = x1 + limit;
-            i += SK_BLOCK;
-            continue;
-        }
+        /* The fast path, on pointers (few live values: nothing spills to the stack). ip is
+         * the block's input, op where its first byte goes; lendp the end of the longest
+         * line allowed. One branch decides: a single, valid break within the limit. */
+        {
+            const unsigned char *ip = p + i, *iend = p + (n - 2 * SK_BLOCK), *xp, *x1p, *lendp = p + lend;
+            unsigned char *op = os + i;
+            const uint64_t breaks = 0x2400u; /* bit 10 is LF, 13 CR */
+            const Py_ssize_t lim = limit;
+            while (ip <= iend) {
+                low = SK_KCOPY_LOW64(op, ip);
+                if (!low) {
+                    ip += SK_BLOCK;
+                    op += SK_BLOCK;
+                    continue;
+                }
+                q = sk_ctz64(low);
+                xp = ip + q;
+                c = *xp; /* <= 13 */
+                crlf = sk_is_crlf(xp);
+                if (SK_UNLIKELY(((low >> q) ^ (uint64_t)(1 + 2 * crlf)) | (((breaks >> c) & 1) ^ 1) |
+                                (uint64_t)(xp > lendp)))
+                    break;
+                memcpy(op + q, "\r\n..", 4);
+                x1p = xp + 1 + crlf;                 /* first byte of the next line */
+                op += 1 + (*x1p == '.') - crlf;      /* *x1p goes right after CRLF or CRLF '.' */
+                SK_KCOPY64(op + (x1p - ip), x1p);    /* the rest of the block, moved */
+                lendp = x1p + lim;
+                ip += SK_BLOCK;
+                op += SK_BLOCK;
+            }
+            i = ip - p;
+            os = op - i;
+            lend = lendp - p;
+            if (ip > iend)
+                break;
+        } /* else low is the mask of the block at i, already stored at os + i */
 
         /* General case, break by break. */
         shift = os - out;
