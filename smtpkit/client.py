@@ -435,11 +435,14 @@ class SMTP:
                 raise
             raise SMTPNotAttempted(f"Connection unexpectedly closed (nothing was sent): {exc}") from exc
 
-    def _read(self, count: int, phase: str, quickack: bool = False) -> list[Reply]:
+    def _read(self, count: int, phase: str) -> list[Reply]:
         """``count`` replies, within the phase's deadline for the whole lot.
 
-        ``quickack`` (after a large write) acknowledges at once, avoiding the delayed-ACK
-        stall of about 40 ms that otherwise follows a big pipelined write on Linux.
+        When a read brings only part of them, the client acknowledges at once (TCP_QUICKACK):
+        a server that writes pipelined replies one by one, with Nagle's algorithm on, holds
+        each reply until the previous one is acknowledged, and a delayed ACK would cost
+        about 40 ms per reply. When all the replies come at once (the usual case) no extra
+        system call is made: an immediate ACK would only wake the server for nothing.
         """
         session = self._session
         got = session.take(count) if session.queue else []
@@ -451,7 +454,7 @@ class SMTP:
         timeout = self._timeout_for(phase)
         deadline = None if timeout is None else time.monotonic() + timeout
         final = phase == FINAL
-        quickack = quickack and self._tcp and _QUICKACK is not None
+        quickack = self._tcp and _QUICKACK is not None
         debug = self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG)
         polled = self._polled
         if polled is None or polled[0] is not sock:
@@ -461,8 +464,6 @@ class SMTP:
                 if polled is not None:  # blocking socket: wait with poll(), then recv() returns at once
                     if self._sock_timeout is not None:
                         self._set_timeout(sock, None)
-                    if quickack:
-                        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
                     poll = polled[1].poll
                     started = perf_counter()
                     spin = self.spin
@@ -495,8 +496,6 @@ class SMTP:
                             self._set_timeout(sock, remaining)  # never wait past the deadline
                     elif self._sock_timeout is not None:
                         self._set_timeout(sock, None)
-                    if quickack:
-                        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
                     data = sock.recv(_RECV)
                 if not data:
                     self.close()
@@ -507,6 +506,8 @@ class SMTP:
                     self._trace("reply:", repr(data))
                 session.receive(data)
                 got.extend(session.take(count - len(got)))
+                if quickack and len(got) < count:  # the rest may wait for our ACK (see above)
+                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
         except SMTPProtocolError as exc:
             got.extend(session.take(count - len(got)))
             self.close()  # nothing after the fault can be trusted
@@ -528,6 +529,12 @@ class SMTP:
         return SMTPServerDisconnected("please run connect() first")
 
     def _exchange(self, ex: Exchange) -> list[Reply]:
+        self._send(ex)
+        return self._read(ex.replies, ex.phase)
+
+    def _send(self, ex: Exchange) -> int:
+        """The writing half of an exchange (after the idle check); returns the bytes sent.
+        ``_read`` for its replies must follow."""
         sock = self.sock
         if sock is None:
             raise self._not_connected()
@@ -558,9 +565,7 @@ class SMTP:
                 self._trace("send:", f"<{streamed} bytes of message data>")
             sent += streamed
         self._session.outstanding += ex.replies
-        # ack at once after a large write, or when several replies are due: a server that
-        # writes them one by one would otherwise wait out our delayed ACK (Nagle, ~40 ms)
-        return self._read(ex.replies, ex.phase, quickack=sent > _QUICKACK_AFTER or ex.replies > 1)
+        return sent
 
     def _run(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
         """Drive a protocol operation: do its exchanges, feed back replies or errors."""
@@ -1003,19 +1008,19 @@ class SMTP:
         if head is None:
             return None
         n = len(recipients)
+        # The server's wait is the critical path: each write goes out as soon as it can,
+        # and the bookkeeping is done while the server works on it.
+        self._send(Exchange(head + b"DATA\r\n", n + 2))
         result = SendResult(from_addr, recipients)
         result.size = body.size
-        try:
-            replies = self._exchange(Exchange(head + b"DATA\r\n", n + 2))
-        except SMTPUnknownOutcome as exc:
-            exc.result = result
-            raise
-        if (
-            len(replies) != n + 2
-            or replies[0][0] != 250
-            or replies[-1][0] != 354
-            or not all(r[0] == 250 or r[0] == 251 for r in replies[1:-1])
-        ):
+        replies = self._read(n + 2, COMMAND)  # not the final reply: no unknown outcome
+        ok = len(replies) == n + 2 and replies[0][0] == 250 and replies[-1][0] == 354
+        if ok:
+            for reply in replies[1:-1]:
+                if reply[0] != 250 and reply[0] != 251:
+                    ok = False
+                    break
+        if not ok:
             rest = transaction_rest(
                 from_addr,
                 recipients,
@@ -1029,12 +1034,28 @@ class SMTP:
                 check_8bit="8bitmime" not in features,
             )
             return self._run(rest)  # type: ignore[no-any-return]
+        # The content at once: the server waits for it, and a server that is kept waiting
+        # longer wakes up slower (on a VM its CPU halts within microseconds). So the
+        # common case skips the general _send (same idle check, same write, no stream).
+        session, polled, data = self._session, self._polled, body.encoded
+        if (
+            data is not None
+            and polled is not None
+            and polled[0] is self.sock
+            and not (session.queue or session.parser.pending or self.debuglevel > 0)
+            and not polled[1].poll(0)
+            and not log.isEnabledFor(logging.DEBUG)
+        ):
+            self._write(data, "data_block")
+            session.outstanding += 1
+        else:
+            self._send(Exchange(b"", 1, FINAL, stream=body.data_stream(False)))
         result.mail_reply = replies[0]
         rcpt_replies = result.rcpt_replies
         for rcpt, reply in zip(recipients, replies[1:-1], strict=True):
             rcpt_replies[rcpt] = reply
         try:
-            final = self._exchange(Exchange(b"", 1, FINAL, stream=body.data_stream(False)))[0]
+            final = self._read(1, FINAL)[0]
         except SMTPUnknownOutcome as exc:
             exc.result = result
             raise

@@ -328,6 +328,11 @@ class Body:
         if self.data is not None and self._encoded is None:
             self._encoded = encode_data(self.data)
 
+    @property
+    def encoded(self) -> bytes | None:
+        """The DATA bytes of an in-memory message (after :meth:`encode`), else None."""
+        return self._encoded
+
     def data_stream(self, check_8bit: bool) -> Iterable[bytes]:
         """The DATA bytes, dot-stuffed and terminated, chunk by chunk."""
         if self.data is not None:

@@ -394,3 +394,31 @@ def test_read_failure_keeps_typed_errors() -> None:
     assert read_failure(garbage, final=False) is garbage  # before the final reply: as it is
     unknown = smtpkit.SMTPUnknownOutcome("already decided")
     assert read_failure(unknown, final=True) is unknown
+
+
+def test_replies_written_one_by_one_with_nagle_do_not_stall(make_client: Factory) -> None:
+    # A server that leaves Nagle's algorithm on and writes each pipelined reply on its own
+    # holds the second reply until the first is acknowledged: a client that delays its ACK
+    # (Linux: 40 ms) would stall on every message. The client acknowledges partial reads.
+    count = 10
+
+    def script(conn: Conn) -> None:
+        conn.send(GREETING)
+        conn.ehlo("PIPELINING", "8BITMIME")
+        for _ in range(count):
+            for _ in range(3):  # MAIL, RCPT, DATA: one write each
+                line = conn.line()
+                conn.send(b"354 go\r\n" if line.startswith(b"DATA") else b"250 ok\r\n")
+            conn.until(b"\r\n.\r\n")
+            conn.send(b"250 queued\r\n")
+        conn.line()
+        conn.send(b"221 bye\r\n")
+
+    with Scripted(script) as server, make_client("127.0.0.1", server.port, timeout=5) as c:
+        c.ehlo()
+        started = time.monotonic()
+        for _ in range(count):
+            assert c.sendmail("a@example.org", ["b@example.org"], MSG) == {}
+        elapsed = time.monotonic() - started
+    # one delayed ACK per message would take 0.4 s at least
+    assert elapsed < 0.2, f"{elapsed * 1000:.0f} ms for {count} messages"
