@@ -26,7 +26,6 @@ from . import auth as sasl
 from .address import check_no_controls
 from .client import (
     _QUICKACK,
-    _QUICKACK_AFTER,
     _addr_only,
     _is_loopback,
     _tls_error,
@@ -106,6 +105,9 @@ class _Protocol(asyncio.BufferedProtocol):
         # set while AsyncSMTP runs an operation from these callbacks (see AsyncSMTP._drive):
         # called on every event (data, EOF, loss, deadline) instead of waking a waiter
         self.driver: Callable[[], None] | None = None
+        # a TCP socket to acknowledge at once after a read that leaves replies owed: a server
+        # with Nagle on that writes pipelined replies one by one waits for that ACK
+        self.ack_sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -117,12 +119,20 @@ class _Protocol(asyncio.BufferedProtocol):
         self.data_received(bytes(self._buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
+        session = self.session
         try:
-            self.session.receive(data)
+            session.receive(data)
         except SMTPServerDisconnected as exc:  # protocol error or unsolicited 421
             self.error = exc
             if self.transport is not None:
                 self.transport.abort()
+        else:
+            sock = self.ack_sock
+            if sock is not None and session.outstanding > len(session.queue):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+                except OSError:
+                    pass
         self._wake()
 
     def eof_received(self) -> bool:
@@ -252,7 +262,6 @@ class AsyncSMTP:
         self._protocol: _Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._closed_by: BaseException | None = None
-        self._tcp_sock: socket.socket | None = None  # for TCP_QUICKACK
         self._lock: asyncio.Lock | None = None  # one operation at a time (made in the running loop)
 
     def __repr__(self) -> str:
@@ -302,7 +311,6 @@ class AsyncSMTP:
         self._transport = None
         self._protocol = None
         self._session = Session()
-        self._tcp_sock = None
         if transport is not None:
             transport.abort()
         if protocol is not None:
@@ -364,12 +372,6 @@ class AsyncSMTP:
             self.close()  # part of the message may be on the wire: the only safe end is a drop
             raise
         session.outstanding += ex.replies
-        sock = self._tcp_sock
-        if sock is not None and (sent > _QUICKACK_AFTER or ex.replies > 1):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
-            except OSError:
-                pass
         return await self._read(ex.replies, ex.phase)
 
     async def _drain(self, protocol: _Protocol) -> None:
@@ -501,12 +503,6 @@ class AsyncSMTP:
             self.close()  # as _exchange: whatever went out, the only safe end is a drop
             raise
         session.outstanding += ex.replies
-        sock = self._tcp_sock
-        if sock is not None and (len(ex.data) > _QUICKACK_AFTER or ex.replies > 1):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
-            except OSError:
-                pass
         return True
 
     async def _drive(self, operation: Generator[Exchange | _Close, list[Reply], Any], ex: Exchange) -> tuple[int, Any]:
@@ -625,7 +621,7 @@ class AsyncSMTP:
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if _QUICKACK is not None:
-                self._tcp_sock = sock
+                protocol.ack_sock = sock
         self._transport, self._protocol = transport, protocol  # type: ignore[assignment]
         session.outstanding += 1
         reply = (await self._read(1, GREETING))[0]

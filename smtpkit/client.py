@@ -118,7 +118,6 @@ _DEFAULT = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 _RECV = 65536
 _MISSING = object()
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
-_QUICKACK_AFTER = 16384  # bytes written before a read that get an immediate ACK
 # Plain (non-TLS) sockets on POSIX run in blocking mode and wait with poll(): a socket
 # with a timeout would poll() again inside every send() and recv() (two syscalls each).
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
