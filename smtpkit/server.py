@@ -267,12 +267,18 @@ class CaptureServer:
         controller.start()
         self._controller = controller
         self.port = port
+        from .client import IN_PROCESS_PORTS
+
+        IN_PROCESS_PORTS.add(port)  # clients in this process do not busy-wait for it
         return self
 
     def stop(self) -> None:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+            from .client import IN_PROCESS_PORTS
+
+            IN_PROCESS_PORTS.discard(self.port)
 
     def __enter__(self) -> CaptureServer:
         return self.start()
