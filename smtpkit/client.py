@@ -546,21 +546,28 @@ class SMTP:
         self._send(ex)
         return self._read(ex.replies, ex.phase)
 
-    def _send(self, ex: Exchange) -> int:
-        """The writing half of an exchange (after the idle check); returns the bytes sent.
-        ``_read`` for its replies must follow."""
+    def _quiet(self, sock: socket.socket, session: Session) -> bool:
+        """The common case of the idle check, in one poll(0): a plain socket, nothing
+        received that no command asked for. False sends the caller to ``_check_idle``."""
+        polled = self._polled
+        return (
+            polled is not None
+            and polled[0] is sock
+            and not (session.queue or session.parser.pending)
+            and not polled[1].poll(0)
+        )
+
+    def _send(self, ex: Exchange) -> None:
+        """The writing half of an exchange (after the idle check); ``_read`` for its
+        replies must follow."""
         sock = self.sock
         if sock is None:
             raise self._not_connected()
         session = self._session
-        if session.outstanding == 0:
-            polled = self._polled
-            # the common case in one poll(0); anything unusual goes through the full check
-            if polled is None or polled[0] is not sock or session.queue or session.parser.pending or polled[1].poll(0):
-                self._check_idle()
+        if session.outstanding == 0 and not self._quiet(sock, session):
+            self._check_idle()
         debug = self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG)
-        sent = len(ex.data)
-        if sent:
+        if ex.data:
             if debug:
                 self._trace("send:", ex.log if ex.log is not None else repr(ex.data))
             self._write(ex.data, COMMAND)
@@ -577,9 +584,7 @@ class SMTP:
                 raise
             if debug:
                 self._trace("send:", f"<{streamed} bytes of message data>")
-            sent += streamed
         self._session.outstanding += ex.replies
-        return sent
 
     def _run(self, operation: Generator[Exchange | _Close, list[Reply], Any]) -> Any:
         """Drive a protocol operation: do its exchanges, feed back replies or errors."""
@@ -1054,14 +1059,12 @@ class SMTP:
         # The content at once: the server waits for it, and a server that is kept waiting
         # longer wakes up slower (on a VM its CPU halts within microseconds). So the
         # common case skips the general _send (same idle check, same write, no stream).
-        session, polled, data = self._session, self._polled, body.encoded
+        session, sock, data = self._session, self.sock, body.encoded
         if (
             data is not None
-            and polled is not None
-            and polled[0] is self.sock
-            and not (session.queue or session.parser.pending or self.debuglevel > 0)
-            and not polled[1].poll(0)
-            and not log.isEnabledFor(logging.DEBUG)
+            and sock is not None
+            and not (self.debuglevel > 0 or log.isEnabledFor(logging.DEBUG))
+            and self._quiet(sock, session)
         ):
             self._write(data, "data_block")
             session.outstanding += 1

@@ -27,6 +27,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from .client import IN_PROCESS_PORTS
+
 __all__ = ["CaptureServer", "Envelope", "self_signed_context"]
 
 
@@ -267,8 +269,6 @@ class CaptureServer:
         controller.start()
         self._controller = controller
         self.port = port
-        from .client import IN_PROCESS_PORTS
-
         IN_PROCESS_PORTS.add(port)  # clients in this process do not busy-wait for it
         return self
 
@@ -276,8 +276,6 @@ class CaptureServer:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
-            from .client import IN_PROCESS_PORTS
-
             IN_PROCESS_PORTS.discard(self.port)
 
     def __enter__(self) -> CaptureServer:
