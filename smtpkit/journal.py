@@ -27,6 +27,8 @@ from pathlib import Path
 
 __all__ = ["STATUSES", "Journal", "JournalRow"]
 
+_BUSY_TIMEOUT = 30.0  # seconds a writer waits for another one sharing the file
+
 STATUSES = ("pending", "sending", "sent", "failed", "deferred", "unknown", "not_attempted")
 SENDABLE = ("pending", "deferred", "not_attempted")  # statuses a run (re)sends
 
@@ -65,10 +67,31 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout=30000")  # several senders (Dask workers) share one file
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT * 1000)}")  # senders may share one file
+            self._setup(fsync)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _setup(self, fsync: bool) -> None:
+        # Switching a new file to WAL and creating the schema can meet SQLITE_BUSY without the busy
+        # handler being consulted (two connections opening the same new file at once, e.g. Dask
+        # workers): retry those steps, which are idempotent, until the busy timeout has passed.
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        delay = 0.001
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def close(self) -> None:
         with self._lock:

@@ -155,6 +155,32 @@ def test_rows_caught_mid_send_are_unknown_and_not_resent(tmp_path: Path) -> None
             assert [o.status for o in again.outcomes] == ["skipped", "sent", "skipped"]
 
 
+def _open_and_plan(path: Path, worker: int, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+    barrier.wait()
+    try:
+        with Journal(path) as journal:
+            journal.plan("campaign", [f"w{worker}"])
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_many_senders_opening_one_new_journal_at_once(tmp_path: Path) -> None:
+    # Dask workers open the same new file together; switching it to WAL can meet SQLITE_BUSY
+    # without the busy handler (seen in CI as "database is locked"): every opener must succeed.
+    for trial in range(20):
+        path = tmp_path / f"j{trial}.sqlite"
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=_open_and_plan, args=(path, w, barrier, errors)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        with Journal(path) as journal:
+            assert sorted(journal.rows("campaign")) == [f"w{w}" for w in range(8)]
+
+
 def test_drop_after_the_final_dot_is_unknown_never_resent() -> None:
     with SmtpSink("-q", ".") as sink:
         result = send_campaign(prepared(6), connector("127.0.0.1", sink.port), connections=1, retry=FAST)
