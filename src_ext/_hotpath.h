@@ -525,11 +525,45 @@ static int sk_cpu_has_avx2(void)
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
            __builtin_cpu_supports("bmi2");
 }
+
+/* The AVX-512BW kernel: a block is one 64-byte vector, and its mask of bytes <= 13 comes
+ * straight out of one compare into a mask register (no movemask and merge of halves):
+ * about a fifth fewer instructions per block than AVX2. Only 512-bit loads, stores and
+ * compares, which do not lower the clock of the CPUs that have them. The runtime check
+ * (__builtin_cpu_supports) includes the OS's saving of the AVX-512 state. */
+#  define SK_AVX512_ATTR __attribute__((target("avx512f,avx512bw,bmi,bmi2")))
+
+SK_AVX512_ATTR static inline __attribute__((always_inline)) uint64_t
+sk_avx512_copy_low64(unsigned char *dst, const unsigned char *s)
+{
+    __m512i a = _mm512_loadu_si512((const void *)s);
+    _mm512_storeu_si512((void *)dst, a);
+    return (uint64_t)_mm512_cmple_epu8_mask(a, _mm512_set1_epi8(13));
+}
+
+SK_AVX512_ATTR static inline __attribute__((always_inline)) void
+sk_avx512_copy64(unsigned char *dst, const unsigned char *s)
+{
+    _mm512_storeu_si512((void *)dst, _mm512_loadu_si512((const void *)s));
+}
+
+#  define SK_KFN sk_encode_avx512
+#  define SK_KATTR SK_AVX512_ATTR
+#  define SK_KCOPY_LOW64 sk_avx512_copy_low64
+#  define SK_KCOPY64 sk_avx512_copy64
+#  include "_hotpath_encode.h"
+
+static int sk_cpu_has_avx512bw(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+}
 #endif
 
 /* The kernels this build has and this CPU runs, best last. */
-static const char *sk_encode_names[3];
-static sk_encode_fn sk_encode_fns[3];
+static const char *sk_encode_names[4];
+static sk_encode_fn sk_encode_fns[4];
 static int sk_encode_count = 0;
 static sk_encode_fn sk_encode_kernel = sk_encode_base;
 static const char *sk_encode_kernel_name = SK_SIMD_NAME;
@@ -544,6 +578,10 @@ static void sk_encode_init(void)
     if (sk_cpu_has_avx2()) {
         sk_encode_names[sk_encode_count] = "avx2";
         sk_encode_fns[sk_encode_count++] = sk_encode_avx2;
+    }
+    if (sk_cpu_has_avx512bw()) {
+        sk_encode_names[sk_encode_count] = "avx512";
+        sk_encode_fns[sk_encode_count++] = sk_encode_avx512;
     }
 #endif
     sk_encode_kernel = sk_encode_fns[sk_encode_count - 1];

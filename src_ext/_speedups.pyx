@@ -93,7 +93,7 @@ sk_encode_init()
 
 def _encode_kernels():
     """Names of the DATA encoder kernels this build has and this CPU runs, best last
-    (``_SIMD``'s, and ``"avx2"`` on x86-64 CPUs that have it)."""
+    (``_SIMD``'s, then ``"avx2"`` and ``"avx512"`` on x86-64 CPUs that have them)."""
     return tuple((<bytes>sk_encode_names[k]).decode("ascii") for k in range(sk_encode_count))
 
 

@@ -1,8 +1,8 @@
 """Each DATA encoder kernel of the compiled twin against the pure twin.
 
 ``smtpkit._speedups`` has one kernel per instruction set it was built for and the CPU
-runs (``_encode_kernels()``: the build's own, ``sse2``/``neon``/``scalar``, and ``avx2`` on
-x86-64 CPUs that have it); it picks the best. These tests run every one of them, on the
+runs (``_encode_kernels()``: the build's own, ``sse2``/``neon``/``scalar``, then ``avx2`` and
+``avx512`` (AVX-512BW) on x86-64 CPUs that have them); it picks the best. These tests run every one of them, on the
 inputs where a block kernel can go wrong: line breaks at every position of a 64-byte
 block and across block ends, a stuffed dot just after a block end, CRLF split between two
 chunks, NUL anywhere, lines around the limit, and output that outgrows its first guess.
@@ -83,6 +83,30 @@ def test_the_kernels() -> None:
         assert COMPILED._encode_kernel() == names[-1]  # the best one by default
     with pytest.raises(ValueError, match="no DATA encoder kernel"):
         COMPILED._use_encode_kernel("mmx")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@pytest.mark.skipif(
+    not (COMPILED is not None and COMPILED._SIMD == "sse2" and _cpu_flags()),
+    reason="x86-64 Linux build only (reads /proc/cpuinfo)",
+)
+def test_the_cpu_s_vector_kernels_are_offered() -> None:
+    """Run-time dispatch: every vector kernel the CPU (and OS) supports is in the table."""
+    assert COMPILED is not None
+    flags = _cpu_flags()
+    names = COMPILED._encode_kernels()
+    assert ("avx2" in names) == ({"avx2", "bmi1", "bmi2"} <= flags)
+    assert ("avx512" in names) == ({"avx512f", "avx512bw", "bmi1", "bmi2"} <= flags)
 
 
 @pytest.mark.parametrize("brk", BREAKS)
