@@ -87,7 +87,7 @@ class Journal:
                 self._db.executescript(_SCHEMA)
                 return
             except sqlite3.OperationalError as exc:
-                busy = "locked" in str(exc) or "busy" in str(exc)
+                busy = (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # or extended
                 if not busy or time.monotonic() + delay > deadline:
                     raise
             time.sleep(delay)

@@ -1,11 +1,12 @@
 """Each DATA encoder kernel of the compiled twin against the pure twin.
 
 ``smtpkit._speedups`` has one kernel per instruction set it was built for and the CPU
-runs (``_encode_kernels()``: the build's own, ``sse2``/``neon``/``scalar``, then ``avx2`` and
-``avx512`` (AVX-512BW) on x86-64 CPUs that have them); it picks the best. These tests run every one of them, on the
-inputs where a block kernel can go wrong: line breaks at every position of a 64-byte
-block and across block ends, a stuffed dot just after a block end, CRLF split between two
-chunks, NUL anywhere, lines around the limit, and output that outgrows its first guess.
+runs (``_encode_kernels()``: the build's own, ``sse2``/``neon``/``scalar``, then ``avx2``
+and ``avx512`` (AVX-512BW) on x86-64 CPUs that have them); it picks the best. These tests
+run every one of them, on the inputs where a block kernel can go wrong: line breaks at
+every position of a 64-byte block and across block ends, a stuffed dot just after a block
+end, CRLF split between two chunks, NUL anywhere, lines around the limit, and output that
+outgrows its first guess.
 """
 
 from __future__ import annotations
