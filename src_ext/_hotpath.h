@@ -383,6 +383,70 @@ SK_INLINE Py_ssize_t sk_ctl_next(sk_ctl_iter *it, Py_ssize_t from)
     }
 }
 
+/* The reply in progress: its code (0 before its first line), its size so far in bytes
+ * and lines, and the text of its lines joined by LF in text[0..tlen) (capacity tcap). */
+typedef struct {
+    int code;
+    Py_ssize_t nbytes;
+    Py_ssize_t nlines;
+    char *text;
+    Py_ssize_t tlen;
+    Py_ssize_t tcap;
+} sk_reply_acc;
+
+/* The fast path of one reply line: `size` bytes, `n` of them before the line ending, the
+ * text known to hold no control character but TAB. Returns
+ *   0      the line was added to a reply that goes on;
+ *   code   (200-599) the line ended the reply: its text is msg[0..*mlen) (in the line
+ *          itself or in acc->text, valid until the next call), and acc is reset;
+ *   -1     the line was not taken, and acc is unchanged: it is faulty (bad code, mixed
+ *          codes, over a limit) or the text buffer must grow first. The caller's full
+ *          path handles it and reports the fault.
+ * Inlined into the parsing loop, so that a line costs no function call. */
+SK_INLINE int sk_reply_line(sk_reply_acc *acc, const unsigned char *line, Py_ssize_t n,
+                            Py_ssize_t size, Py_ssize_t max_bytes, Py_ssize_t max_lines,
+                            const char **msg, Py_ssize_t *mlen)
+{
+    int code = sk_reply_code(line, n);
+    Py_ssize_t a, b;
+    int last;
+    if ((code < 0) | (acc->code != 0 && code != acc->code) | (acc->nbytes + size > max_bytes)
+        | (acc->nlines >= max_lines))
+        return -1;
+    /* the text, stripped of spaces and tabs on both sides */
+    a = n > 4 ? 4 : n;
+    b = n;
+    while (a < b && (line[a] == ' ' || line[a] == '\t'))
+        a++;
+    while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t'))
+        b--;
+    last = n == 3 || line[3] == ' ';
+    if (last && acc->nlines == 0) { /* a one-line reply: its text is in the line */
+        *msg = (const char *)line + a;
+        *mlen = b - a;
+        return code;
+    }
+    if (acc->tlen + (b - a) + 1 > acc->tcap)
+        return -1;
+    if (acc->nlines)
+        acc->text[acc->tlen++] = '\n';
+    sk_copy_short((unsigned char *)acc->text + acc->tlen, line + a, b - a);
+    acc->tlen += b - a;
+    if (last) {
+        *msg = acc->text;
+        *mlen = acc->tlen;
+        acc->code = 0;
+        acc->nbytes = 0;
+        acc->nlines = 0;
+        acc->tlen = 0;
+        return code;
+    }
+    acc->code = code;
+    acc->nbytes += size;
+    acc->nlines++;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------
  * DATA encoder
  *

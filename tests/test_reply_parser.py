@@ -247,6 +247,22 @@ class TestHostile:
         assert run(twin, [data], max_reply_bytes=len(line) * 70) == ([], None)
         assert run(twin, [data], max_reply_lines=50, max_reply_bytes=10**6) == ([], "too-many-lines")
 
+    def test_reply_caps_are_inclusive(self, twin: ModuleType) -> None:  # A2
+        # a reply of exactly max_reply_lines lines / max_reply_bytes bytes is accepted,
+        # one line or one byte more is refused, whichever line (middle or last) crosses
+        body = b"250-x\r\n" * 4 + b"250 y\r\n"
+        ok = ([(250, b"x\nx\nx\nx\ny")], None)
+        assert parse_all(twin, body, max_reply_lines=5) == ok
+        assert parse_all(twin, body, max_reply_lines=4) == ([], "too-many-lines")
+        assert parse_all(twin, body, max_reply_bytes=len(body)) == ok
+        assert parse_all(twin, body, max_reply_bytes=len(body) - 1) == ([], "reply-too-long")
+        assert parse_all(twin, body, max_reply_bytes=len(body) - 8) == ([], "reply-too-long")
+        # the caps count each reply on its own
+        assert parse_all(twin, body * 3, max_reply_lines=5, max_reply_bytes=len(body)) == (
+            ok[0] * 3,
+            None,
+        )
+
     @pytest.mark.timeout(60)
     def test_linear_when_dripped(self, twin: ModuleType) -> None:  # A2/A10: no rescanning
         # 64 KiB reply, one byte per call: a quadratic parser needs ~2e9 steps here
