@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tracemalloc
 from types import ModuleType
 
 import pytest
@@ -201,6 +202,29 @@ class TestLarge:
         assert unstuff(wire) == normalise(data)
         cuts = list(range(0, len(data), 65_536 + 7))
         assert stream(twin, at(data, cuts)) == wire
+
+    @pytest.mark.parametrize("kind", [bytes, bytearray])
+    def test_input_needing_no_change_is_copied_at_most_once(self, twin: ModuleType, kind: type) -> None:
+        line = b"The quick brown fox jumps over the lazy dog; 0123456789.\r\n"
+        data = kind(line * (4_000_000 // len(line)))
+        chunk = b"x" * 997 + b"\r\n" + b"y" * 998  # lines right at the 998-byte limit
+        for feed, expected in [
+            (twin.encode_data, bytes(data) + b".\r\n"),
+            (lambda d: twin.DataEncoder().feed(d), bytes(data)),
+        ]:
+            tracemalloc.start()
+            try:
+                out = feed(data)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert out == expected
+            copies = 0 if (kind is bytes and feed is not twin.encode_data) else 1
+            assert peak <= copies * len(data) + 65_536, (peak, len(data))
+            del out
+        assert twin.DataEncoder().feed(chunk) is chunk
+        with pytest.raises(MessageDataError, match="longer than 998"):
+            twin.DataEncoder().feed(chunk + b"y")
 
     def test_every_two_way_split_of_a_tricky_message(self, twin: ModuleType) -> None:
         data = b".a\r\r\n.\n\r.\r\n..\r"
