@@ -222,6 +222,7 @@ print(result.summary())
 """
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs signal.SIGKILL (POSIX only; absent on Windows)")
 @pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
 def test_sigkill_then_rerun_loses_nothing_and_duplicates_nothing(tmp_path: Path, delay: float) -> None:
     path = tmp_path / "j.sqlite"

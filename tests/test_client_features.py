@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import smtplib
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -125,6 +127,10 @@ def lmtp_server(capture: Capture) -> Iterator[str]:
             controller.stop()
 
 
+@pytest.mark.skipif(
+    sys.platform == "win32" or not hasattr(socket, "AF_UNIX"),
+    reason="needs AF_UNIX sockets and asyncio Unix servers (not available on Windows)",
+)
 def test_lmtp_over_a_unix_socket_gives_one_result_per_recipient() -> None:
     capture = Capture(refuse={"bad@example.org"}, lmtp=True)
     with lmtp_server(capture) as path:

@@ -250,6 +250,7 @@ def test_cli_help(command: list[str], tmp_path: Path) -> None:
     assert out.returncode == 0 and "usage: smtpkit" in out.stdout
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM kills a Windows process outright: no clean exit")
 def test_cli_serve_prints_one_line_per_message(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
