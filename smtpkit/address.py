@@ -22,12 +22,14 @@ __all__ = ["ascii_domain", "check_no_controls", "envelope_address", "header_addr
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _SIMPLE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # Cc, Zl, Zp: C0, DEL, C1 (NEL), U+2028-9
 _registry = HeaderRegistry()
 
 
 def check_no_controls(value: str, what: str) -> str:
-    """Refuse CR, LF, NUL, any other C0 control or DEL (before any byte is written)."""
+    """Refuse CR, LF, NUL, any other control character (C0, DEL, C1 such as NEL U+0085)
+    and the Unicode line and paragraph separators (before any byte is written): in
+    SMTPUTF8 mail they reach the wire as UTF-8, where a lenient peer may break a line."""
     m = _CONTROL.search(value)
     if m:
         raise CommandInjectionError(

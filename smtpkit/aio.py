@@ -61,6 +61,7 @@ from .protocol import (
     _Close,
     auth_operation,
     batch,
+    checked_envelope,
     command_line,
     fill_not_attempted,
     outgoing_items,
@@ -645,8 +646,12 @@ class AsyncSMTP:
         self.helo_resp = reply.message
         return reply
 
+    def _greeting_owed(self) -> bool:
+        """Whether the next transaction starts with an EHLO (none done on this connection)."""
+        return self.helo_resp is None and self.ehlo_resp is None
+
     async def ehlo_or_helo_if_needed(self) -> None:
-        if self.helo_resp is None and self.ehlo_resp is None:
+        if self._greeting_owed():
             if not 200 <= (await self.ehlo()).code <= 299:
                 reply = await self.helo()
                 if not 200 <= reply.code <= 299:
@@ -741,12 +746,14 @@ class AsyncSMTP:
 
     async def login(self, user: str, password: str, *, initial_response_ok: bool = True) -> Reply:
         """Log in with the best password mechanism both sides support."""
+        user = sasl.check_credential(user, "user name")  # before anything is sent
+        secret = sasl.Secret(sasl.check_credential(password, "password"))
         await self.ehlo_or_helo_if_needed()
         if not self.has_extn("auth"):
             raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
         self._check_auth_transport()
-        self.user = sasl.check_credential(user, "user name")
-        self.password = sasl.Secret(sasl.check_credential(password, "password"))
+        self.user = user
+        self.password = secret
         advertised = self.capabilities.auth
         mechanisms = [m for m in sasl.PREFERRED if m in advertised]
         if not mechanisms:
@@ -770,11 +777,11 @@ class AsyncSMTP:
 
     async def login_oauth2(self, user: str, token: str | Callable[[], str], *, mechanism: str | None = None) -> Reply:
         """Log in with an OAuth 2 token (XOAUTH2 or OAUTHBEARER)."""
+        user = sasl.check_credential(user, "user name")  # before anything is sent
         await self.ehlo_or_helo_if_needed()
         if not self.has_extn("auth"):
             raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
         self._check_auth_transport()
-        user = sasl.check_credential(user, "user name")
         choice, respond = sasl.oauth_responder(
             user, token, self.capabilities.auth, mechanism, self.server_hostname or self.hostname, self.port
         )
@@ -793,8 +800,10 @@ class AsyncSMTP:
         rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] = (),
     ) -> SendResult:
         """Send one message; the same rules and results as ``smtpkit.SMTP.sendmail``."""
-        await self.ehlo_or_helo_if_needed()
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        if self._greeting_owed():  # a bad address or option fails before the EHLO is sent
+            checked_envelope(from_addr, recipients, mail_options, rcpt_options)
+        await self.ehlo_or_helo_if_needed()
         try:
             result: SendResult = await self._run(
                 transaction(
@@ -855,6 +864,9 @@ class AsyncSMTP:
         rcpt_options: Sequence[str] = (),
     ) -> SendResult:
         """Send an ``email.message.Message`` (envelope from its headers, Bcc removed)."""
+        if self._greeting_owed():  # a bad header, address or option fails before the EHLO
+            sender, recipients, _, options = prepare_message(msg, from_addr, to_addrs, mail_options, True)
+            checked_envelope(sender, recipients, options, rcpt_options)
         await self.ehlo_or_helo_if_needed()
         sender, recipients, flat, options = prepare_message(
             msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")

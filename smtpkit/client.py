@@ -84,6 +84,7 @@ from .protocol import (
     _with_result,
     auth_operation,
     batch,
+    checked_envelope,
     command_line,
     fill_not_attempted,
     outgoing_items,
@@ -257,6 +258,7 @@ class SMTP:
         self.password: sasl.Secret | None = None
         self.last_result: SendResult | None = None
         self._session = Session()
+        self._secret_next = False  # the last reply read by getreply() was a 334 challenge
         self._closed_by: BaseException | None = None
         self._timeouts: dict[tuple[str, object, object], float | None] = {}
         self._sock_timeout: float | None = -1.0  # what the socket is set to (-1: unknown)
@@ -661,7 +663,8 @@ class SMTP:
         if isinstance(s, str):
             s = s.encode(self.command_encoding)
         sys.audit("smtplib.send", self, s)
-        self._trace("send:", repr(s))
+        self._trace("send:", "[redacted SASL response]" if self._secret_next else repr(s))
+        self._secret_next = False
         self._write(s, COMMAND)
 
     def putcmd(self, cmd: str, args: str = "") -> None:
@@ -672,7 +675,13 @@ class SMTP:
         if self._session.outstanding == 0:
             self._check_idle()
         text = f"{cmd} {args}" if args else cmd
-        self._trace("send:", f"{cmd.upper()} [redacted]" if cmd.upper() == "AUTH" else repr(text + "\r\n"))
+        if cmd.upper() == "AUTH":
+            self._trace("send:", f"{cmd.upper()} [redacted]")
+        elif self._secret_next:  # an answer to a 334 challenge: a credential in hand-made AUTH
+            self._trace("send:", "[redacted SASL response]")
+        else:
+            self._trace("send:", repr(text + "\r\n"))
+        self._secret_next = False
         self._write(line, COMMAND)
         self._session.expect(1)
 
@@ -680,7 +689,9 @@ class SMTP:
         """Read one reply: ``(code, message)``."""
         if self._session.outstanding == 0:
             self._session.expect(1)
-        return self._read(1, COMMAND)[0]
+        reply = self._read(1, COMMAND)[0]
+        self._secret_next = reply.code == 334
+        return reply
 
     def docmd(self, cmd: str, args: str = "") -> Reply:
         """Send a command and return its reply."""
@@ -783,9 +794,13 @@ class SMTP:
         """EXPN."""
         return self._command(command_line("expn", _addr_only(check_no_controls(address, "EXPN argument"))))
 
+    def _greeting_owed(self) -> bool:
+        """Whether the next transaction starts with an EHLO (none done on this connection)."""
+        return self.helo_resp is None and self.ehlo_resp is None
+
     def ehlo_or_helo_if_needed(self) -> None:
         """EHLO (or HELO when EHLO is refused) unless already done on this connection."""
-        if self.helo_resp is None and self.ehlo_resp is None:
+        if self._greeting_owed():
             if not (200 <= self.ehlo()[0] <= 299):
                 (code, resp) = self.helo()
                 if not (200 <= code <= 299):
@@ -850,12 +865,14 @@ class SMTP:
 
     def login(self, user: str, password: str, *, initial_response_ok: bool = True) -> Reply:
         """Log in with the best password mechanism both sides support (smtplib's order)."""
+        user = sasl.check_credential(user, "user name")  # before anything is sent
+        secret = sasl.Secret(sasl.check_credential(password, "password"))
         self.ehlo_or_helo_if_needed()
         if not self.has_extn("auth"):
             raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
         self._check_auth_transport()
-        self.user = sasl.check_credential(user, "user name")
-        self.password = sasl.Secret(sasl.check_credential(password, "password"))
+        self.user = user
+        self.password = secret
         advertised = self.capabilities.auth
         authlist = [m for m in sasl.PREFERRED if m in advertised]
         if not authlist:
@@ -882,11 +899,11 @@ class SMTP:
         Uses OAUTHBEARER (RFC 7628) or XOAUTH2, whichever the server offers (XOAUTH2
         first, as Gmail and Microsoft 365 expect), unless ``mechanism`` is given.
         """
+        user = sasl.check_credential(user, "user name")  # before anything is sent
         self.ehlo_or_helo_if_needed()
         if not self.has_extn("auth"):
             raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
         self._check_auth_transport()
-        user = sasl.check_credential(user, "user name")
         choice, respond = sasl.oauth_responder(
             user, token, self.capabilities.auth, mechanism, self.server_hostname or self._host, self._port
         )
@@ -977,9 +994,11 @@ class SMTP:
         ``msg`` may also be a binary file or an iterable of bytes chunks, streamed without
         holding the whole message in memory. Raises smtplib's exceptions in smtplib's cases.
         """
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        if self._greeting_owed():  # a bad address or option fails before the EHLO is sent
+            checked_envelope(from_addr, recipients, mail_options, rcpt_options)
         self.ehlo_or_helo_if_needed()
         body = msg if isinstance(msg, Body) else Body(msg)
-        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         try:
             result: SendResult | None = None
             if _no_options(mail_options) and _no_options(rcpt_options):
@@ -1094,6 +1113,9 @@ class SMTP:
         rcpt_options: Sequence[str] = (),
     ) -> SendResult:
         """Send an :class:`email.message.Message` (smtplib's rules for envelope and Bcc)."""
+        if self._greeting_owed():  # a bad header, address or option fails before the EHLO
+            sender, recipients, _, options = prepare_message(msg, from_addr, to_addrs, mail_options, True)
+            checked_envelope(sender, recipients, options, rcpt_options)
         self.ehlo_or_helo_if_needed()
         from_addr, recipients, flat, options = prepare_message(
             msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")
@@ -1186,8 +1208,10 @@ class SMTP_SSL(SMTP):
     ) -> None:
         if context is not None and (keyfile is not None or certfile is not None):
             raise ValueError("context and keyfile/certfile arguments are mutually exclusive")
-        self.keyfile = keyfile  # smtplib 3.11's attributes; read by _get_socket when connecting
+        self.keyfile = keyfile  # smtplib 3.11's attributes
         self.certfile = certfile
+        if context is None:  # as smtplib: self.context is the context in use, here a verifying one
+            context = tls_context(None, kwargs.get("validate_certs", True), host or "this client", keyfile, certfile)
         SMTP.__init__(self, host, port, local_hostname, timeout, source_address, context=context, **kwargs)
 
     def _get_socket(self, host: str, port: int, timeout: float | None) -> socket.socket:
@@ -1195,8 +1219,7 @@ class SMTP_SSL(SMTP):
             self._print_debug("connect:", (host, port))
         new_socket = socket.create_connection((host, port), timeout, self.source_address)
         new_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        context = self._tls_context(self.keyfile, self.certfile)
-        return self._handshake(new_socket, context)
+        return self._handshake(new_socket, self._tls_context())
 
 
 class LMTP(SMTP):

@@ -392,6 +392,28 @@ def _options(options: Sequence[str] | str | None, what: str) -> list[str]:
     return result
 
 
+def checked_envelope(
+    sender: str,
+    recipients: Sequence[str],
+    mail_options: Sequence[str] | None = (),
+    rcpt_options: Sequence[str] | Mapping[str, Sequence[str]] | None = (),
+) -> tuple[str, list[str], list[str], dict[str, list[str]] | None]:
+    """The envelope's addresses and options, checked (strict addresses, no control
+    character, one parameter per option): sender, recipients, MAIL options and each
+    recipient's RCPT options (None: no recipient has any). Raises before anything is sent."""
+    sender_addr = envelope_address(sender)
+    rcpt_addrs = [envelope_address(r) for r in recipients]
+    opts = _options(mail_options, "mail_options")
+    per_rcpt: dict[str, list[str]] | None = None
+    if isinstance(rcpt_options, Mapping):
+        per_rcpt = {r: _options(rcpt_options.get(r, ()), "rcpt_options") for r in recipients}
+    else:
+        shared = _options(rcpt_options, "rcpt_options")
+        if shared:
+            per_rcpt = {r: shared for r in recipients}
+    return sender_addr, rcpt_addrs, opts, per_rcpt
+
+
 def _has_option(options: Sequence[str], name: str) -> bool:
     if not options:
         return False
@@ -439,16 +461,7 @@ def envelope_lines(
     """
     if isinstance(recipients, str):
         recipients = [recipients]
-    sender_addr = envelope_address(sender)
-    rcpt_addrs = [envelope_address(r) for r in recipients]
-    opts = _options(mail_options, "mail_options")
-    per_rcpt: dict[str, list[str]] | None = None  # None: no recipient has options
-    if isinstance(rcpt_options, Mapping):
-        per_rcpt = {r: _options(rcpt_options.get(r, ()), "rcpt_options") for r in recipients}
-    else:
-        shared = _options(rcpt_options, "rcpt_options")
-        if shared:
-            per_rcpt = {r: shared for r in recipients}
+    sender_addr, rcpt_addrs, opts, per_rcpt = checked_envelope(sender, recipients, mail_options, rcpt_options)
     utf8 = _has_option(opts, "SMTPUTF8")
     if (needs_smtputf8(sender_addr) or any(map(needs_smtputf8, rcpt_addrs))) and not utf8:
         if not caps.smtputf8:

@@ -7,6 +7,7 @@ import datetime
 import email.message
 import logging
 import smtplib
+import ssl
 import time
 
 import pytest
@@ -230,6 +231,16 @@ def test_implicit_tls_verified_by_default() -> None:
     assert len(capture.messages) == 1
 
 
+def test_smtp_ssl_context_attribute_is_the_verifying_context() -> None:  # B1, as smtplib
+    s = smtpkit.SMTP_SSL(local_hostname="c")
+    assert isinstance(s.context, ssl.SSLContext)
+    assert s.context.verify_mode == ssl.CERT_REQUIRED and s.context.check_hostname
+    off = smtpkit.SMTP_SSL(local_hostname="c", validate_certs=False)
+    assert off.context.verify_mode == ssl.CERT_NONE
+    mine = ssl.create_default_context()
+    assert smtpkit.SMTP_SSL(local_hostname="c", context=mine).context is mine
+
+
 def test_implicit_tls_against_a_plaintext_server() -> None:  # B7
     def script(c: Conn) -> None:
         c.send(GREETING)
@@ -350,6 +361,71 @@ def test_control_characters_refused_before_any_byte(payload: str) -> None:  # C1
     assert server.wire[before:] == b""
 
 
+@pytest.mark.parametrize("payload", ["a\x85@b.org", "a\u2028@b.org", "a\u2029@b.org", "a\x9b@b.org"])
+def test_unicode_line_breaks_refused_in_smtputf8_commands(payload: str) -> None:  # C1
+    # NEL, LINE/PARAGRAPH SEPARATOR, CSI: sent as UTF-8 in SMTPUTF8 mail, where a lenient
+    # peer may take them for line breaks; credentials are base64 on the wire, so they may
+    def script(c: Conn) -> None:
+        c.send(GREETING)
+        c.ehlo("PIPELINING", "DSN", "SMTPUTF8", "8BITMIME")
+        c.rest(timeout=1)
+
+    with Scripted(script) as server:
+        s = client(server.port)
+        s.ehlo()
+        before = len(server.wire)
+        calls = [
+            lambda: s.mail(payload, ["SMTPUTF8"]),
+            lambda: s.rcpt(payload),
+            lambda: s.mail("a@b.org", [f"ENVID={payload}"]),
+            lambda: s.sendmail(payload, ["x@y.org"], MSG, ["SMTPUTF8"]),
+            lambda: s.sendmail("x@y.org", [payload], MSG),
+            lambda: s.sendmail("x@y.org", ["z@y.org"], MSG, rcpt_options=[f"ORCPT=rfc822;{payload}"]),
+            lambda: s.ehlo(payload),
+            lambda: s.helo(payload),
+            lambda: s.verify(payload),
+            lambda: s.putcmd("NOOP", payload),
+        ]
+        for call in calls:
+            with pytest.raises(ValueError, match="control character"):
+                call()
+        time.sleep(0.2)
+        s.close()
+    assert server.wire[before:] == b""
+
+
+def test_bad_arguments_refused_before_the_first_ehlo() -> None:  # C1
+    # on a fresh connection the EHLO is owed: a bad argument must fail before it too
+    def script(c: Conn) -> None:
+        c.send(GREETING)
+        c.rest(timeout=1)
+
+    bad = "a@b.org\r\nRSET"
+    message = email.message.EmailMessage()
+    message["From"] = "a@b.org"
+    message["To"] = "b@example.org"
+    message["Subject"] = "x"
+    calls = [
+        lambda s: s.sendmail(bad, ["x@y.org"], MSG),
+        lambda s: s.sendmail("x@y.org", ["ok@y.org", bad], MSG),
+        lambda s: s.sendmail("x@y.org", ["z@y.org"], MSG, ["BODY=8BITMIME\r\nRSET"]),
+        lambda s: s.sendmail("x@y.org", ["z@y.org"], MSG, rcpt_options={"z@y.org": ["NOTIFY=\rX"]}),
+        lambda s: s.send_message(message, from_addr=bad),
+        lambda s: s.send_message(message, mail_options=["X\nY"]),
+        lambda s: s.login("ann\r\nMAIL FROM:<x@y>", PASSWORD),
+        lambda s: s.login("ann", "pass\nword"),
+        lambda s: s.login_oauth2("ann\r\n", "token"),
+    ]
+    with Scripted(script, connections=len(calls)) as server:
+        for call in calls:
+            s = client(server.port)
+            with pytest.raises(ValueError):
+                call(s)
+            assert s.ehlo_resp is None and s.helo_resp is None
+            s.close()
+    assert server.wire == b""
+
+
 @pytest.mark.parametrize(
     "address",
     [
@@ -467,6 +543,26 @@ def test_no_secret_in_logs_debug_output_or_repr(
     for secret in _secrets():
         assert secret.decode() not in shown, mechanism
     assert PASSWORD not in shown
+
+
+def test_hand_made_auth_through_docmd_is_redacted(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:  # E1: smtplib-style code doing AUTH LOGIN by hand
+    with Scripted(_auth_script("LOGIN")) as server:
+        s = client(server.port)
+        s.set_debuglevel(2)
+        s.ehlo()
+        user64 = base64.b64encode(USER.encode()).decode()
+        pass64 = base64.b64encode(PASSWORD.encode()).decode()
+        with caplog.at_level(logging.DEBUG, logger="smtpkit"):
+            assert s.docmd("AUTH", "LOGIN " + user64)[0] == 334
+            assert s.docmd(pass64)[0] == 235
+            s.putcmd("NOOP")  # logged as it is
+        shown = caplog.text + capsys.readouterr().err
+        s.close()
+    assert pass64 not in shown and PASSWORD not in shown and user64 not in shown
+    assert "[redacted SASL response]" in shown
+    assert "NOOP" in shown  # only the answer to the 334 is hidden
 
 
 def test_failed_oauth_keeps_the_token_out_of_errors() -> None:  # E2
