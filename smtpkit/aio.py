@@ -598,6 +598,7 @@ class AsyncSMTP:
             self.port = 465 if self.use_tls else 25
         self.close()
         self._closed_by = None
+        self._forget_capabilities()  # a new connection, maybe a new server: EHLO again
         loop = asyncio.get_running_loop()
         session = self._session = Session()
         context = self._tls_context() if self.use_tls else None
@@ -675,11 +676,15 @@ class AsyncSMTP:
 
     async def quit(self) -> Reply:
         reply = await self._command(b"QUIT\r\n")
+        self._forget_capabilities()
+        self.close()
+        return reply
+
+    def _forget_capabilities(self) -> None:
+        """Forget the EHLO/HELO answer: the next transaction greets the server again."""
         self.ehlo_resp = self.helo_resp = None
         self.esmtp_features = {}
         self.does_esmtp = False
-        self.close()
-        return reply
 
     # -- TLS --------------------------------------------------------------------------------
 
@@ -726,9 +731,7 @@ class AsyncSMTP:
             raise SMTPServerDisconnected("the connection closed during the TLS handshake")
         self._transport = tls_transport  # type: ignore[assignment]
         self._session.restart()
-        self.ehlo_resp = self.helo_resp = None
-        self.esmtp_features = {}
-        self.does_esmtp = False
+        self._forget_capabilities()
         return reply
 
     # -- AUTH ---------------------------------------------------------------------------------

@@ -633,6 +633,7 @@ class SMTP:
         self._port = port
         self._session = Session()
         self._closed_by = None
+        self._forget_capabilities()  # a new connection, maybe a new server: EHLO again
         self._wait_avg = 0.0
         try:
             self.sock = self._get_socket(host, port, self._timeout_for(GREETING))
@@ -960,11 +961,17 @@ class SMTP:
         try:
             self._session.check_clean("after STARTTLS, before the TLS handshake")
             if select.select([self.sock], [], [], 0)[0]:
+                try:
+                    closed = self.sock.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    closed = True
+                if closed:  # readable at end of file: a hang-up, not an injection
+                    raise SMTPServerDisconnected("the server closed the connection after its 220 to STARTTLS")
                 raise SMTPProtocolError(
                     "the server sent data after STARTTLS before the TLS handshake (possible injection)",
                     "unsolicited",
                 )
-        except SMTPProtocolError:
+        except SMTPServerDisconnected:  # SMTPProtocolError too
             self.close()
             raise
         plain = self.sock
@@ -973,10 +980,7 @@ class SMTP:
         self._sock_timeout = -1.0
         self._session.restart()
         self.file = None
-        self.helo_resp = None
-        self.ehlo_resp = None
-        self.esmtp_features = {}
-        self.does_esmtp = False
+        self._forget_capabilities()
         return reply
 
     # -- sending ------------------------------------------------------------------------
@@ -1182,11 +1186,15 @@ class SMTP:
     def quit(self) -> Reply:
         """QUIT, then close."""
         res = self.docmd("quit")
+        self._forget_capabilities()
+        self.close()
+        return res
+
+    def _forget_capabilities(self) -> None:
+        """Forget the EHLO/HELO answer: the next transaction greets the server again."""
         self.ehlo_resp = self.helo_resp = None
         self.esmtp_features = {}
         self.does_esmtp = False
-        self.close()
-        return res
 
 
 class SMTP_SSL(SMTP):

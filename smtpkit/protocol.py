@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from .address import check_no_controls, envelope_address, needs_smtputf8
 from .errors import (
+    MessageDataError,
     SMTPAuthenticationError,
     SMTPDataError,
     SMTPException,
@@ -281,15 +282,27 @@ class SendResult(dict[str, tuple[int, bytes]]):
 
 
 class Body:
-    """The message: bytes in memory, or a binary stream read in chunks."""
+    """The message: bytes in memory, or a binary stream read in chunks.
 
-    __slots__ = ("_encoded", "data", "size", "source")
+    A seekable binary file is read once before anything is sent (:meth:`prescan`), chunk
+    by chunk, and rewound: its data is then checked like a message in memory (a NUL or an
+    over-long line fails before the first command), its 8-bit content is known (BODY=
+    8BITMIME declared, or refused before sending where the server lacks it) and so is its
+    exact size with CRLF line endings, so that it can go out with BDAT. An iterator can
+    only be read once: it is checked as it is sent, and a fault then closes the connection.
+    """
+
+    __slots__ = ("_canonical", "_eight_bit", "_encoded", "_scanned", "_start", "data", "size", "source")
 
     def __init__(self, message: Any) -> None:
         self.data: bytes | None = None
         self._encoded: bytes | None = None
+        self._canonical: bytes | None = None
         self.source: Any = None
         self.size: int | None = None
+        self._eight_bit: bool | None = None
+        self._scanned: int | None = None  # a prescanned file's size with CRLF line endings
+        self._start: int | None = None  # where a seekable file's message starts
         if isinstance(message, str):
             from smtplib import _fix_eols  # type: ignore[attr-defined]
 
@@ -299,6 +312,7 @@ class Body:
         elif hasattr(message, "read") or isinstance(message, Iterable):
             self.source = message
             self.size = _stream_size(message)
+            self._start = _stream_start(message)
             return
         else:
             raise TypeError(f"message must be str, bytes, a binary file or an iterable of bytes, not {type(message)}")
@@ -306,8 +320,25 @@ class Body:
 
     @property
     def eight_bit(self) -> bool | None:
-        """True if the message has bytes over 127; None when unknown (a stream)."""
-        return None if self.data is None else not self.data.isascii()
+        """True if the message has bytes over 127; None when unknown (an iterator)."""
+        return self._eight_bit if self.data is None else not self.data.isascii()
+
+    def prescan(self) -> None:
+        """Read a seekable file through once and rewind it: check it as DATA would (a NUL
+        or an over-long line raises :class:`MessageDataError` now), note whether it has
+        8-bit data and its size with CRLF line endings. Nothing for other messages."""
+        if self._start is None or self._scanned is not None:
+            return
+        size = 0
+        eight_bit = False
+        try:
+            for chunk in self._canonical_chunks():
+                size += len(chunk)
+                eight_bit = eight_bit or not chunk.isascii()
+        finally:
+            self.source.seek(self._start)
+        self._scanned = size
+        self._eight_bit = eight_bit
 
     def chunks(self) -> Iterator[bytes]:
         if self.data is not None:
@@ -351,19 +382,86 @@ class Body:
                 yield out
         yield encoder.finish()
 
+    @property
+    def bdat_size(self) -> int | None:
+        """The exact BDAT byte count: known for a message in memory and a prescanned file."""
+        if self.data is not None:
+            return len(self.canonical())
+        return self._scanned
+
+    def bdat_stream(self) -> Iterable[bytes]:
+        """The BDAT bytes (CRLF line endings, no stuffing), :attr:`bdat_size` of them."""
+        if self.data is not None:
+            return (self.canonical(),)
+        return self._bdat_file()
+
+    def _bdat_file(self) -> Iterator[bytes]:
+        expected = self._scanned
+        assert expected is not None
+        sent = 0
+        for chunk in self._canonical_chunks():
+            sent += len(chunk)
+            if sent > expected:
+                break
+            yield chunk
+        if sent != expected:  # the declared BDAT size cannot be met: the connection must go
+            raise MessageDataError(
+                f"the file changed while it was being sent ({expected} bytes declared with BDAT)", sent
+            )
+
+    def _canonical_chunks(self) -> Iterator[bytes]:
+        """The stream's bytes with every line ending as CRLF and a final line break, chunk
+        by chunk, checked by a DATA encoder on the way (no NUL, no over-long line)."""
+        checker = DataEncoder()
+        last_cr = False
+        ends_line = False
+        for piece in self.chunks():
+            chunk = bytes(piece)
+            if not chunk:
+                continue
+            checker.feed(chunk)
+            if last_cr and chunk[0] == 0x0A:
+                chunk = chunk[1:]  # the LF of a CRLF split between chunks: sent already
+            if not chunk:
+                last_cr = False
+                continue
+            last_cr = chunk[-1] == 0x0D
+            out = _crlf_only(chunk)
+            ends_line = out.endswith(b"\r\n")
+            yield out
+        if not ends_line:
+            yield b"\r\n"
+
     def canonical(self) -> bytes:
         """The in-memory message with every line ending as CRLF (for BDAT: no stuffing)."""
         assert self.data is not None
-        self.encode()  # the same checks as DATA: no NUL, no over-long line
-        data = self.data
-        crlf = data.count(b"\r\n")
-        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-            import re
+        if self._canonical is None:
+            self.encode()  # the same checks as DATA: no NUL, no over-long line
+            data = _crlf_only(self.data)
+            if not data.endswith(b"\r\n"):
+                data += b"\r\n"  # as DATA does: the last line is terminated
+            self._canonical = data
+        return self._canonical
 
-            data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"  # as DATA does: the last line is terminated
-        return data
+
+def _crlf_only(data: bytes) -> bytes:
+    """``data`` with CRLF, bare CR and bare LF each as CRLF (a final CR too)."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        import re
+
+        data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    return data
+
+
+def _stream_start(source: Any) -> int | None:
+    """Where a seekable binary file's message starts (its position now), else None."""
+    try:
+        if not source.seekable():
+            return None
+        return int(source.tell())
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _stream_size(source: Any) -> int | None:
@@ -473,9 +571,12 @@ def envelope_lines(
         utf8 = True
     elif utf8 and not caps.smtputf8:
         raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
+    body.prescan()  # a seekable file: checked, its 8-bit content and CRLF size known
     eight_bit = body.eight_bit
     if esmtp:
-        if eight_bit and not _has_option(opts, "BODY"):
+        if eight_bit is None and caps.eightbitmime and not _has_option(opts, "BODY"):
+            opts.append("BODY=8BITMIME")  # an iterator, unknown until sent: declare the superset
+        elif eight_bit and not _has_option(opts, "BODY"):
             if not caps.eightbitmime:
                 raise SMTPNotSupportedError(
                     "the message has 8-bit data but the server does not advertise 8BITMIME; "
@@ -585,15 +686,16 @@ def transaction(
     result.size = body.size
     n = len(rcpt_lines)
     pipelining = esmtp and caps.pipelining
-    use_bdat = chunking and esmtp and caps.chunking and body.data is not None and not lmtp
+    use_bdat = chunking and esmtp and caps.chunking and body.bdat_size is not None and not lmtp
     check_8bit = bool(esmtp and not caps.eightbitmime)
 
     replies: list[Reply] = []
     try:
         if pipelining and use_bdat:
-            payload = body.canonical()
-            group = mail_line + b"".join(rcpt_lines) + b"BDAT %d LAST\r\n" % len(payload)
-            replies = yield Exchange(group, n + 2, FINAL, stream=(payload,))
+            size = body.bdat_size
+            assert size is not None
+            group = mail_line + b"".join(rcpt_lines) + b"BDAT %d LAST\r\n" % size
+            replies = yield Exchange(group, n + 2, FINAL, stream=body.bdat_stream())
         elif pipelining:
             replies = yield Exchange(mail_line + b"".join(rcpt_lines) + b"DATA\r\n", n + 2)
         else:
@@ -664,9 +766,10 @@ def transaction_rest(
             if not accepted:
                 yield from rset_operation()
                 raise _with_result(SMTPRecipientsRefused(dict(result)), result)
-            payload = body.canonical()
+            size = body.bdat_size
+            assert size is not None
             try:
-                final = (yield Exchange(b"BDAT %d LAST\r\n" % len(payload), 1, FINAL, stream=(payload,)))[0]
+                final = (yield Exchange(b"BDAT %d LAST\r\n" % size, 1, FINAL, stream=body.bdat_stream()))[0]
             except SMTPUnknownOutcome as exc:
                 exc.result = result
                 raise

@@ -217,3 +217,28 @@ def test_close_from_another_task_ends_the_driven_operation() -> None:
 
     with Scripted(script) as server:
         asyncio.run(main(server.port))
+
+
+def test_a_new_connection_forgets_the_old_capabilities_and_checks_before_ehlo() -> None:  # B5, C1
+    def script(c: Conn) -> None:
+        c.send(b"220 scripted ESMTP\r\n")
+        c.ehlo("SIZE 10", "PIPELINING")
+        c.rest(timeout=2)
+
+    async def main() -> tuple[int, bytes]:
+        with Scripted(script) as old, aiosmtpd_server() as (capture, port):
+            client = AsyncSMTP("127.0.0.1", old.port, timeout=5, local_hostname="c")
+            await client.connect()
+            await client.ehlo()
+            assert client.capabilities.size == 10
+            await client.connect("127.0.0.1", port)  # another server: EHLO again, no stale SIZE 10
+            before = len(capture.messages)
+            with pytest.raises(ValueError):  # refused before the EHLO the new connection owes
+                await client.sendmail("a@example.org\r\nRSET", ["b@example.org"], MSG)
+            assert client.ehlo_resp is None
+            await client.sendmail("a@example.org", ["b@example.org"], MSG + b"x" * 60)
+            await client.quit()
+            return len(capture.messages) - before, capture.messages[-1].data
+
+    count, data = asyncio.run(main())
+    assert count == 1 and data.endswith(b"x" * 60 + b"\r\n")
