@@ -152,6 +152,45 @@ def test_hostile_ehlo_values() -> None:  # A13
         s.close()
 
 
+def test_size_too_big_for_any_integer_and_non_ascii_keywords() -> None:  # A13
+    def script(c: Conn) -> None:
+        c.send(GREETING)
+        c.line()
+        c.send(
+            b"250-scripted\r\n250-SIZE 99999999999999999999\r\n250-\xc3\xa9T\xc3\xa9 x\r\n"
+            b"250-X\xffY\r\n250 8BITMIME\r\n"
+        )
+        c.line()
+        c.send(b"250 ok\r\n")
+        c.rest()
+
+    with Scripted(script) as server:
+        s = client(server.port)
+        assert s.ehlo()[0] == 250
+        caps = s.capabilities
+        assert caps.size is None or caps.size >= 10**19  # never wrapped to a small or negative limit
+        assert caps.eightbitmime
+        assert s.noop()[0] == 250
+        s.close()
+
+
+def test_ehlo_reply_never_carries_an_enhanced_code() -> None:  # A12
+    def script(c: Conn) -> None:
+        c.send(b"220 2.0.0 scripted ESMTP\r\n")
+        c.line()
+        c.send(b"250-2.1.0 looks like a status\r\n250 PIPELINING\r\n")
+        c.line()
+        c.send(b"250 2.1.0 Ok\r\n")
+        c.rest()
+
+    with Scripted(script) as server:
+        s = client(server.port)
+        reply = s.ehlo()
+        assert reply.code == 250 and reply.enhanced is None
+        assert s.noop().enhanced == (2, 1, 0)  # the same text on another reply is one
+        s.close()
+
+
 # --- 2. TLS ----------------------------------------------------------------------------
 
 
@@ -470,14 +509,47 @@ def test_envelope_from_header_cannot_smuggle() -> None:  # C4
     assert capture.messages == []
 
 
-@pytest.mark.parametrize("seq", [b"\n.\n", b"\r.\r\n", b"\r\n.\r\r\n", b"\r\r\n.\r\r\n"])
-def test_smuggling_sequences_reach_the_server_as_data(seq: bytes) -> None:  # C5 / D1
+SMUGGLING = [b"\n.\n", b"\n.\r", b"\r.\n", b"\r.\r", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r\r\n", b"\r\r\n.\r\r\n"]
+
+
+@pytest.mark.parametrize("as_str", [False, True], ids=["bytes", "str"])
+@pytest.mark.parametrize("seq", SMUGGLING)
+def test_smuggling_sequences_reach_the_server_as_data(seq: bytes, as_str: bool) -> None:  # C5 / D1
     body = b"Subject: x\r\n\r\nhello" + seq + b"MAIL FROM:<evil@x.org>\r\nRCPT TO:<victim@y.org>\r\nDATA\r\nbad\r\n"
+    seen: list[bytes] = []
+
+    def script(c: Conn) -> None:  # a raw peer, to see the DATA bytes exactly as sent
+        c.send(GREETING)
+        c.ehlo("PIPELINING", "8BITMIME")
+        c.until(b"DATA\r\n")
+        c.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        seen.append(c.until(b"\r\n.\r\n") + b"\r\n.\r\n")
+        c.send(b"250 queued\r\n")
+        c.rest()
+
+    with Scripted(script) as server:
+        s = client(server.port)
+        s.sendmail("a@example.org", ["b@example.org"], body.decode("ascii") if as_str else body)
+        s.close()
+    [wire] = seen
+    assert server.conns[0].received[-1] == b""  # nothing after the one terminator
+    assert wire.count(b"\r\n.\r\n") == 1 and wire.endswith(b"\r\n.\r\n")
+    assert wire.replace(b"\r\n", b"").count(b"\r") == 0 and wire.replace(b"\r\n", b"").count(b"\n") == 0
     with aiosmtpd_server() as (capture, port), client(port) as s:
-        s.sendmail("a@example.org", ["b@example.org"], body)
+        s.sendmail("a@example.org", ["b@example.org"], body.decode("ascii") if as_str else body)
     [got] = capture.messages
     assert got.rcpt_tos == ["b@example.org"]
     assert b"MAIL FROM:<evil@x.org>" in got.data
+
+
+@pytest.mark.parametrize("as_str", [False, True], ids=["bytes", "str"])
+def test_the_nul_smuggling_sequence_is_refused(as_str: bool) -> None:  # D1, D7
+    body = b"Subject: x\r\n\r\nhello\r\n\x00.\r\nMAIL FROM:<evil@x.org>\r\n"
+    with aiosmtpd_server() as (capture, port), client(port) as s:
+        with pytest.raises(smtpkit.MessageDataError):
+            s.sendmail("a@example.org", ["b@example.org"], body.decode("ascii") if as_str else body)
+        assert s.noop()[0] == 250
+    assert capture.messages == []
 
 
 def test_nul_in_message_is_refused_before_sending() -> None:
