@@ -1244,6 +1244,8 @@ class LMTP(SMTP):
         timeout: float | None = _DEFAULT,
         **kwargs: Any,
     ) -> None:
+        self._accepted: list[str] = []  # recipients accepted since MAIL, by mail()/rcpt()
+        self.delivery: dict[str, Reply] = {}  # data(): each accepted recipient's final reply
         super().__init__(
             host,
             port,
@@ -1252,6 +1254,41 @@ class LMTP(SMTP):
             timeout=timeout,
             **kwargs,
         )
+
+    def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
+        """MAIL FROM (starts counting the recipients :meth:`data` reads a reply for)."""
+        self._accepted = []
+        return super().mail(sender, options)
+
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> Reply:
+        """RCPT TO (an accepted recipient gets its own final reply after DATA)."""
+        reply = super().rcpt(recip, options)
+        if reply.code in (250, 251):
+            self._accepted.append(recip)
+        return reply
+
+    def rset(self) -> Reply:
+        """RSET."""
+        self._accepted = []
+        return super().rset()
+
+    def data(self, msg: str | bytes) -> Reply:
+        """DATA, then the message; LMTP (RFC 2033 4.2) answers once per recipient accepted
+        since :meth:`mail`, and every one of those replies is read, so that none is left
+        to be taken for a later command's. Each is in :attr:`delivery` (recipient ->
+        reply). Returns the first 250 reply, or the first failure when no recipient got
+        the message (as smtplib's ``data`` returns the final reply, whatever it is)."""
+        accepted, self._accepted = self._accepted, []
+        self.delivery = {}
+        body = Body(msg)
+        body.encode()
+        reply = self._command(b"DATA\r\n", "data_init")
+        if reply.code != 354:
+            raise SMTPDataError(reply.code, reply.message)
+        ex = Exchange(b"", max(1, len(accepted)), FINAL, stream=body.data_stream(False))
+        finals: list[Reply] = self._run(_all(ex))
+        self.delivery = dict(zip(accepted, finals, strict=False))
+        return next((r for r in finals if r.code == 250), finals[0])
 
     def connect(self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None) -> Reply:
         """Connect over TCP, or to a Unix socket when ``host`` starts with ``/``."""
@@ -1262,6 +1299,7 @@ class LMTP(SMTP):
         self._host = host
         self._port = 0
         self._session = Session()
+        self._forget_capabilities()
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             if self.timeout is not _DEFAULT:
@@ -1380,6 +1418,10 @@ def _tls_error(cls: type[SMTPTLSError], exc: ssl.SSLError, message: str) -> SMTP
 def _single(ex: Exchange) -> Generator[Exchange, list[Reply], Reply]:
     replies = yield ex
     return replies[0]
+
+
+def _all(ex: Exchange) -> Generator[Exchange, list[Reply], list[Reply]]:
+    return (yield ex)
 
 
 def _option_list(options: Sequence[str] | str) -> list[str]:
