@@ -158,3 +158,16 @@ def test_idn_domains_in_the_data_go_out_as_a_labels() -> None:
         assert parsed["From"].addresses[0].addr_spec == "news@xn--strae-oqa.de"
         assert parsed["From"].addresses[0].display_name == "Jörg"
         assert [a.addr_spec for a in parsed["To"].addresses] == list(prepared.recipients)
+
+
+def test_template_values_cannot_smuggle_commands_into_the_body() -> None:  # C5
+    evil = "x\r\n.\r\nMAIL FROM:<evil@example.net>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nspam\r\n.\r\n"
+    need("jinja2")
+    rows = [{"id": "e1", "email": "ada@example.org", "note": evil}]
+    merge = Campaign(rows, sender="r@example.org", subject="Your note", text="Note: {{ note }}\n", key_column="id")
+    with CaptureServer() as server:
+        result = merge.send(host=server.host, port=server.port, security="none", progress=False)
+        assert result.summary() == {"sent": 1}
+        [got] = server.messages
+    assert got.envelope.rcpt_tos == ("ada@example.org",)  # one message, to the row's address only
+    assert "MAIL FROM:<evil@example.net>" in got.get_body(("plain",)).get_content()  # type: ignore[union-attr]
