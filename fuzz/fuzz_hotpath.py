@@ -555,6 +555,11 @@ def seed_inputs() -> list[bytes]:
             limit_sel=2,
         ),
         encode(Case(p, b"250 a\x01b\r\n")),
+        # a line exactly at the line cap, split just before its LF (or between CR and LF):
+        # the end of the line is assembled from two chunks right at the buffer's edge
+        encode(Case(p, b"250 abc\n250 d\n", max_line_length=8), limit_sel=1, fracs=[28100]),
+        encode(Case(p, b"250 ab\r\n", max_line_length=8), limit_sel=1, fracs=[57344]),
+        encode(Case(p, b"250 abcd\n", max_line_length=8), limit_sel=1, fracs=[53000]),
         encode(Case(e, b"Subject: hi\n\n.hidden\r\n..x\r\r\n.\r\n", kinds=(0, 2, 3)), fracs=[9000, 30000]),
         encode(Case(e, b"a\r", kinds=(0, 3)), fracs=[65535]),
         encode(Case(e, b"line\r\nmore\r", kinds=(0, 2)), fracs=[40000]),
