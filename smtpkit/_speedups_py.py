@@ -135,8 +135,7 @@ class ReplyParser:
                     return replies
                 if len(buf) + lf + 1 > limit:
                     raise reply_error("line-too-long", limit=limit)
-                buf += chunk[: lf + 1]
-                self._line(bytes(buf), replies)
+                self._line(bytes(buf) + chunk[: lf + 1], replies)  # buf unchanged if it fails
                 buf.clear()
                 pos = lf + 1
             while pos < end:

@@ -22,15 +22,22 @@ __all__ = ["ascii_domain", "check_no_controls", "envelope_address", "header_addr
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _SIMPLE = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # Cc, Zl, Zp: C0, DEL, C1 (NEL), U+2028-9
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # C0 and DEL
+_WIRE_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # Cc, Zl, Zp: C1 (NEL), U+2028-9 too
 _registry = HeaderRegistry()
 
 
-def check_no_controls(value: str, what: str) -> str:
-    """Refuse CR, LF, NUL, any other control character (C0, DEL, C1 such as NEL U+0085)
-    and the Unicode line and paragraph separators (before any byte is written): in
-    SMTPUTF8 mail they reach the wire as UTF-8, where a lenient peer may break a line."""
-    m = _CONTROL.search(value)
+def check_no_controls(value: str, what: str, *, wire: bool = True) -> str:
+    """Refuse CR, LF, NUL and any other C0 control or DEL, before any byte is written.
+
+    With ``wire`` (text that goes into a command as it is: arguments, options, the
+    addr-spec of an address) also C1 controls such as NEL (U+0085) and the Unicode line
+    and paragraph separators: SMTPUTF8 mail sends them raw, as UTF-8, where a lenient peer
+    may break a line. Header text is checked without it (``wire=False``): it goes out
+    encoded, and decoded RFC 2047 words legitimately hold C1 characters (Windows "smart
+    quotes" labelled ISO-8859-1).
+    """
+    m = (_WIRE_CONTROL if wire else _CONTROL).search(value)
     if m:
         raise CommandInjectionError(
             f"{what} contains a control character (U+{ord(m.group()):04X} at index {m.start()}); refusing to send it"
@@ -49,7 +56,7 @@ def envelope_address(value: str) -> str:
     """
     if not isinstance(value, str):
         raise TypeError(f"address must be a str, not {type(value).__name__}")
-    check_no_controls(value, "address")
+    check_no_controls(value, "address", wire=False)  # the display name is never sent
     text = value.strip()
     if text in ("", "<>"):
         return ""
@@ -72,6 +79,7 @@ def envelope_address(value: str) -> str:
     spec: str = addresses[0].addr_spec
     if "@" not in spec or spec.startswith("@") or spec.endswith("@") or "<" in spec or ">" in spec:
         raise InvalidAddressError(f"not a valid address: {text!r}")
+    check_no_controls(spec, "address")  # what goes into MAIL FROM / RCPT TO
     return ascii_domain(spec)
 
 
@@ -119,7 +127,7 @@ def header_addresses(values: Iterable[object], what: str = "header") -> list[str
     found: list[str] = []
     for value in values:
         text = _FOLD.sub("", str(value))
-        check_no_controls(text.replace("\t", " "), f"{what} header")
+        check_no_controls(text.replace("\t", " "), f"{what} header", wire=False)
         if not text.strip():
             continue
         plain = text.strip()

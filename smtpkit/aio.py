@@ -30,6 +30,7 @@ from .client import (
     _is_loopback,
     _tls_error,
     insecure_auth_error,
+    message_envelope,
     prepare_message,
     tls_context,
 )
@@ -367,10 +368,12 @@ class AsyncSMTP:
         except TimeoutError as exc:
             self.close()
             raise SMTPTimeoutError("timed out sending to the server") from exc
-        except SMTPException:
-            raise
-        except Exception:
-            self.close()  # part of the message may be on the wire: the only safe end is a drop
+        except Exception as exc:
+            # Part of the exchange may be on the wire, or the server waits for message
+            # content (after a 354) that will not come: the only safe end is a drop, so
+            # that nothing sent later can become part of the message.
+            if sent or ex.stream is not None or not isinstance(exc, SMTPException):
+                self.close()
             raise
         session.outstanding += ex.replies
         return await self._read(ex.replies, ex.phase)
@@ -868,8 +871,7 @@ class AsyncSMTP:
     ) -> SendResult:
         """Send an ``email.message.Message`` (envelope from its headers, Bcc removed)."""
         if self._greeting_owed():  # a bad header, address or option fails before the EHLO
-            sender, recipients, _, options = prepare_message(msg, from_addr, to_addrs, mail_options, True)
-            checked_envelope(sender, recipients, options, rcpt_options)
+            checked_envelope(*message_envelope(msg, from_addr, to_addrs), mail_options, rcpt_options)
         await self.ehlo_or_helo_if_needed()
         sender, recipients, flat, options = prepare_message(
             msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")

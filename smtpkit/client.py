@@ -41,6 +41,7 @@ import socket
 import ssl
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from time import perf_counter
 from typing import Any
@@ -965,6 +966,8 @@ class SMTP:
                     closed = self.sock.recv(1, socket.MSG_PEEK) == b""
                 except OSError:
                     closed = True
+                except ValueError:  # an SSLSocket (STARTTLS inside TLS) cannot peek: data
+                    closed = False
                 if closed:  # readable at end of file: a hang-up, not an injection
                     raise SMTPServerDisconnected("the server closed the connection after its 220 to STARTTLS")
                 raise SMTPProtocolError(
@@ -1118,8 +1121,7 @@ class SMTP:
     ) -> SendResult:
         """Send an :class:`email.message.Message` (smtplib's rules for envelope and Bcc)."""
         if self._greeting_owed():  # a bad header, address or option fails before the EHLO
-            sender, recipients, _, options = prepare_message(msg, from_addr, to_addrs, mail_options, True)
-            checked_envelope(sender, recipients, options, rcpt_options)
+            checked_envelope(*message_envelope(msg, from_addr, to_addrs), mail_options, rcpt_options)
         self.ehlo_or_helo_if_needed()
         from_addr, recipients, flat, options = prepare_message(
             msg, from_addr, to_addrs, mail_options, self.has_extn("smtputf8")
@@ -1182,6 +1184,7 @@ class SMTP:
             self._sock_timeout = -1.0
             self._polled = None
             self.command_encoding = "ascii"
+            self._secret_next = False
 
     def quit(self) -> Reply:
         """QUIT, then close."""
@@ -1246,6 +1249,7 @@ class LMTP(SMTP):
     ) -> None:
         self._accepted: list[str] = []  # recipients accepted since MAIL, by mail()/rcpt()
         self.delivery: dict[str, Reply] = {}  # data(): each accepted recipient's final reply
+        self._held: deque[Reply] = deque()  # data()'s replies after the first, for getreply()
         super().__init__(
             host,
             port,
@@ -1274,12 +1278,13 @@ class LMTP(SMTP):
 
     def data(self, msg: str | bytes) -> Reply:
         """DATA, then the message; LMTP (RFC 2033 4.2) answers once per recipient accepted
-        since :meth:`mail`, and every one of those replies is read, so that none is left
-        to be taken for a later command's. Each is in :attr:`delivery` (recipient ->
-        reply). Returns the first 250 reply, or the first failure when no recipient got
-        the message (as smtplib's ``data`` returns the final reply, whatever it is)."""
+        since :meth:`mail`, and all those replies are read now, so that none can be taken
+        for a later command's. Returns the first recipient's reply, as smtplib's ``data``
+        does; :attr:`delivery` maps each recipient to its reply, and, as with smtplib,
+        ``getreply()`` returns the others in turn until the next command is sent."""
         accepted, self._accepted = self._accepted, []
         self.delivery = {}
+        self._held.clear()
         body = Body(msg)
         body.encode()
         reply = self._command(b"DATA\r\n", "data_init")
@@ -1288,7 +1293,18 @@ class LMTP(SMTP):
         ex = Exchange(b"", max(1, len(accepted)), FINAL, stream=body.data_stream(False))
         finals: list[Reply] = self._run(_all(ex))
         self.delivery = dict(zip(accepted, finals, strict=False))
-        return next((r for r in finals if r.code == 250), finals[0])
+        self._held.extend(finals[1:])
+        return finals[0]
+
+    def getreply(self) -> Reply:
+        """Read one reply; after :meth:`data`, the next recipient's final reply."""
+        if self._held:
+            return self._held.popleft()
+        return super().getreply()
+
+    def _write(self, data: bytes, phase: str) -> None:
+        self._held.clear()  # a new command: data()'s replies are no longer the next ones
+        super()._write(data, phase)
 
     def connect(self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None) -> Reply:
         """Connect over TCP, or to a Unix socket when ``host`` starts with ``/``."""
@@ -1351,19 +1367,12 @@ def insecure_auth_error(host: str, port: int, tls_option: str) -> SMTPInsecureAu
     )
 
 
-def prepare_message(
-    msg: email.message.Message,
-    from_addr: str | None,
-    to_addrs: str | Sequence[str] | None,
-    mail_options: Sequence[str],
-    smtputf8: bool,
-) -> tuple[str, list[str], bytes, list[str]]:
-    """smtplib's ``send_message`` rules: envelope from the (Resent-) headers, Bcc removed,
-    SMTPUTF8 when an address needs it. Returns ``(sender, recipients, bytes, mail_options)``.
-
-    Addresses taken from headers are parsed strictly: a header that smuggles a line break
-    or holds a malformed address is refused (security.md C4).
-    """
+def message_envelope(
+    msg: email.message.Message, from_addr: str | None, to_addrs: str | Sequence[str] | None
+) -> tuple[str, list[str]]:
+    """smtplib's ``send_message`` envelope: the given addresses, else those of the
+    (Resent-) Sender/From and To/Cc/Bcc headers, parsed strictly (a header that smuggles a
+    line break or holds a malformed address is refused: security.md C4)."""
     resent = msg.get_all("Resent-Date")
     if resent is None:
         header_prefix = ""
@@ -1382,10 +1391,23 @@ def prepare_message(
         for name in ("To", "Bcc", "Cc"):
             values.extend(msg.get_all(header_prefix + name) or [])
         to_addrs = header_addresses(values, "To/Cc/Bcc")
+    return from_addr, [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+
+
+def prepare_message(
+    msg: email.message.Message,
+    from_addr: str | None,
+    to_addrs: str | Sequence[str] | None,
+    mail_options: Sequence[str],
+    smtputf8: bool,
+) -> tuple[str, list[str], bytes, list[str]]:
+    """smtplib's ``send_message`` rules: envelope from the (Resent-) headers
+    (:func:`message_envelope`), Bcc removed, SMTPUTF8 when an address needs it. Returns
+    ``(sender, recipients, bytes, mail_options)``."""
+    from_addr, recipients = message_envelope(msg, from_addr, to_addrs)
     msg_copy = copy.copy(msg)
     del msg_copy["Bcc"]
     del msg_copy["Resent-Bcc"]
-    recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
     options = list(_option_list(mail_options))
     with io.BytesIO() as bytesmsg:
         if not all(a.isascii() for a in (from_addr, *recipients)):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -310,6 +311,8 @@ class Body:
         elif isinstance(message, bytes | bytearray | memoryview):
             self.data = bytes(message)
         elif hasattr(message, "read") or isinstance(message, Iterable):
+            if isinstance(message, io.TextIOBase):
+                raise TypeError("a message file must be opened in binary mode: open(path, 'rb')")
             self.source = message
             self.size = _stream_size(message)
             self._start = _stream_start(message)
@@ -381,6 +384,11 @@ class Body:
             if out:
                 yield out
         yield encoder.finish()
+
+    @property
+    def scanned_size(self) -> int | None:
+        """A prescanned file's size with CRLF line endings (None before, or for others)."""
+        return self._scanned
 
     @property
     def bdat_size(self) -> int | None:
@@ -571,7 +579,12 @@ def envelope_lines(
         utf8 = True
     elif utf8 and not caps.smtputf8:
         raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
+    size = body.size
+    if esmtp:  # a message over the server's limit is refused before a file is read through
+        _check_size(size, caps.size, sender)
     body.prescan()  # a seekable file: checked, its 8-bit content and CRLF size known
+    if size is None:  # a file object without a file descriptor: its size is known now
+        size = body.scanned_size
     eight_bit = body.eight_bit
     if esmtp:
         if eight_bit is None and caps.eightbitmime and not _has_option(opts, "BODY"):
@@ -583,16 +596,9 @@ def envelope_lines(
                     "encode it (quoted-printable or base64) first"
                 )
             opts.append("BODY=8BITMIME")
-        limit = caps.size
-        if limit is not None and body.size is not None and body.size > limit:
-            raise SMTPMessageTooLarge(
-                552,
-                f"5.3.4 message of {body.size} bytes exceeds the server's limit of {limit} "
-                "(checked before sending)".encode(),
-                sender,
-            )
-        if "size" in caps.features and body.size is not None and not _has_option(opts, "SIZE"):
-            opts.insert(0, f"size={body.size}")
+        _check_size(size, caps.size, sender)
+        if "size" in caps.features and size is not None and not _has_option(opts, "SIZE"):
+            opts.insert(0, f"size={size}")
         if not caps.dsn:
             for name in ("RET", "ENVID"):
                 if _has_option(opts, name):
@@ -615,6 +621,15 @@ def envelope_lines(
         ]
     body.encode()  # a NUL or an over-long line is refused here, before any byte is sent
     return mail_line, rcpt_lines
+
+
+def _check_size(size: int | None, limit: int | None, sender: str) -> None:
+    if limit is not None and size is not None and size > limit:
+        raise SMTPMessageTooLarge(
+            552,
+            f"5.3.4 message of {size} bytes exceeds the server's limit of {limit} (checked before sending)".encode(),
+            sender,
+        )
 
 
 def _no_options(options: object) -> bool:

@@ -242,3 +242,27 @@ def test_a_new_connection_forgets_the_old_capabilities_and_checks_before_ehlo() 
 
     count, data = asyncio.run(main())
     assert count == 1 and data.endswith(b"x" * 60 + b"\r\n")
+
+
+def test_a_stream_that_fails_mid_data_drops_the_connection() -> None:  # D7
+    # 8-bit data found while an iterator is sent to a server without 8BITMIME: the server
+    # is inside DATA, so anything sent later would become message content
+    def script(c: Conn) -> None:
+        c.send(b"220 scripted ESMTP\r\n")
+        c.ehlo("PIPELINING")
+        c.until(b"DATA\r\n")
+        c.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        c.rest(timeout=1)
+
+    async def main() -> None:
+        client = AsyncSMTP("127.0.0.1", server.port, timeout=5, local_hostname="c")
+        await client.connect()
+        chunks = iter([b"Subject: x\r\n\r\nascii\r\n", "caf\u00e9\r\n".encode()])
+        with pytest.raises(smtplib.SMTPNotSupportedError, match="8BITMIME"):
+            await client.sendmail("a@example.org", ["b@example.org"], chunks)
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            await client.noop()  # never written into the open DATA
+
+    with Scripted(script) as server:
+        asyncio.run(main())
+    assert b"NOOP" not in server.wire.upper() and "caf\u00e9".encode() not in server.wire

@@ -144,29 +144,36 @@ def test_lmtp_over_a_unix_socket_gives_one_result_per_recipient() -> None:
 
 
 def test_lmtp_data_by_hand_reads_one_reply_per_accepted_recipient() -> None:
-    # smtplib-style code (mail, rcpt, data) on LMTP: every per-recipient reply is read,
-    # so none is left over to be taken as the NOOP's
+    # smtplib-style code (mail, rcpt, data, then getreply for the other recipients) on
+    # LMTP: every per-recipient reply is read by data(), getreply() hands out the others,
+    # and once another command is sent none of them can be taken as its reply
     def script(c: Conn) -> None:
         c.send(b"220 scripted LMTP\r\n")
         c.ehlo("PIPELINING", "8BITMIME")  # the LHLO
-        for answer in (b"250 sender ok", b"250 one ok", b"550 5.1.1 no such user", b"250 two ok"):
-            c.line()
-            c.send(answer + b"\r\n")
-        c.line()  # DATA
-        c.send(b"354 go\r\n")
-        c.until(b"\r\n.\r\n")
-        c.send(b"250 2.0.0 <one@example.org> delivered\r\n452 4.2.2 <two@example.org> mailbox full\r\n")
-        c.line()  # NOOP
-        c.send(b"250 2.0.0 noop\r\n")
+        for _ in range(2):
+            for answer in (b"250 sender ok", b"250 one ok", b"550 5.1.1 no such user", b"250 two ok"):
+                c.line()
+                c.send(answer + b"\r\n")
+            c.line()  # DATA
+            c.send(b"354 go\r\n")
+            c.until(b"\r\n.\r\n")
+            c.send(b"250 2.0.0 <one@example.org> delivered\r\n452 4.2.2 <two@example.org> mailbox full\r\n")
+            c.line()  # NOOP
+            c.send(b"250 2.0.0 noop\r\n")
         c.rest()
 
     with Scripted(script) as server, smtpkit.LMTP("127.0.0.1", server.port, local_hostname="c", timeout=5) as s:
         s.ehlo()
-        assert s.mail("a@example.org")[0] == 250
-        assert s.rcpt("one@example.org")[0] == 250
-        assert s.rcpt("bad@example.org")[0] == 550
-        assert s.rcpt("two@example.org")[0] == 250
-        reply = s.data(MSG)
-        assert reply == (250, b"2.0.0 <one@example.org> delivered")
-        assert {r: reply.code for r, reply in s.delivery.items()} == {"one@example.org": 250, "two@example.org": 452}
-        assert s.noop() == (250, b"2.0.0 noop")  # its own reply, not the leftover 452
+        for smtplib_style in (True, False):
+            assert s.mail("a@example.org")[0] == 250
+            assert s.rcpt("one@example.org")[0] == 250
+            assert s.rcpt("bad@example.org")[0] == 550
+            assert s.rcpt("two@example.org")[0] == 250
+            assert s.data(MSG) == (250, b"2.0.0 <one@example.org> delivered")
+            assert {r: reply.code for r, reply in s.delivery.items()} == {
+                "one@example.org": 250,
+                "two@example.org": 452,
+            }
+            if smtplib_style:
+                assert s.getreply() == (452, b"4.2.2 <two@example.org> mailbox full")
+            assert s.noop() == (250, b"2.0.0 noop")  # its own reply, never the 452

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import email.message
+import email.policy
 import logging
 import smtplib
 import ssl
@@ -497,6 +498,41 @@ def test_idn_domain_goes_out_as_a_labels() -> None:
     assert capture.messages[0].mail_from == "sender@xn--bcher-kva.example"
     assert capture.messages[0].rcpt_tos == ["zoe@xn--strae-oqa.de"]
     assert "SMTPUTF8" not in capture.messages[0].mail_options
+
+
+def test_c1_characters_in_decoded_headers_are_not_refused() -> None:  # C1, C4
+    # Windows "smart quotes" labelled ISO-8859-1 decode to C1 characters: the header goes
+    # out encoded (ASCII), and only the addr-spec reaches MAIL FROM / RCPT TO
+    raw = (
+        b"From: =?iso-8859-1?q?=93Bob=94?= <bob@example.org>\r\n"
+        b"To: =?iso-8859-1?q?Jos=85?= <jose@example.org>, =?utf-8?q?A=E2=80=A8B?= <ab@example.org>\r\n"
+        b"Subject: quotes\r\n\r\nbody\r\n"
+    )
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    with aiosmtpd_server() as (capture, port), client(port) as s:
+        s.send_message(message)
+        with pytest.raises(ValueError, match="control character"):
+            s.sendmail("a\x85b@example.org", ["jose@example.org"], MSG)  # in the addr-spec: refused
+    [got] = capture.messages
+    assert got.mail_from == "bob@example.org" and got.rcpt_tos == ["jose@example.org", "ab@example.org"]
+
+
+def test_send_message_needing_smtputf8_fails_as_smtplib_on_a_fresh_connection() -> None:
+    def script(c: Conn) -> None:
+        c.send(GREETING)
+        c.ehlo("PIPELINING", "8BITMIME")  # no SMTPUTF8
+        c.rest(timeout=1)
+
+    message = email.message.Message()  # compat32, as smtplib users build them
+    message["From"] = "j\u00f6rg@example.org"
+    message["To"] = "b@example.org"
+    message.set_payload("hi")
+    with Scripted(script) as server:
+        s = client(server.port)
+        with pytest.raises(smtplib.SMTPNotSupportedError, match="SMTPUTF8"):
+            s.send_message(message)
+        s.close()
+    assert b"MAIL" not in server.wire
 
 
 def test_envelope_from_header_cannot_smuggle() -> None:  # C4

@@ -187,3 +187,32 @@ def test_5xx_to_bdat_then_rset_and_never_data() -> None:  # D8
     assert seen[2] == b"BDAT %d LAST" % len(CANONICAL)
     assert [line.upper() for line in seen[3:]] == [b"RSET", b"NOOP"]
     assert b"DATA" not in server.wire
+
+
+def test_size_is_checked_before_a_file_is_read_through(tmp_path: Path) -> None:
+    path = tmp_path / "big.eml"
+    path.write_bytes(b"Subject: x\r\n\r\n\x00" + b"y" * 25_000 + b"\r\n")  # too big, and a NUL
+    with aiosmtpd_server(data_size_limit=1000) as (capture, port), connect(port) as s, open(path, "rb") as fh:
+        with pytest.raises(smtpkit.SMTPMessageTooLarge):  # the first fault a reader would see
+            s.sendmail("a@example.org", ["b@example.org"], fh)
+        assert fh.tell() == 0  # never read
+        assert s.noop()[0] == 250
+    assert capture.messages == []
+
+
+def test_a_file_object_without_a_descriptor_declares_its_exact_size() -> None:
+    with aiosmtpd_server() as (capture, port), connect(port) as s:
+        s.sendmail("a@example.org", ["b@example.org"], io.BytesIO(TEXT))
+    [got] = capture.messages
+    assert f"SIZE={len(CANONICAL)}" in [o.upper() for o in got.mail_options]
+    assert got.data == CANONICAL
+
+
+def test_a_text_mode_file_is_refused_before_sending(tmp_path: Path) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(TEXT)
+    with aiosmtpd_server() as (capture, port), connect(port) as s, open(path) as fh:
+        with pytest.raises(TypeError, match="binary mode"):
+            s.sendmail("a@example.org", ["b@example.org"], fh)
+        assert s.noop()[0] == 250
+    assert capture.messages == []
