@@ -7,23 +7,20 @@ raw-socket scripted servers (:class:`servers.Scripted`) that can switch to TLS t
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import smtplib
 import socket
 import ssl
-import tempfile
 import time
 import traceback
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from servers import PASSWORD, USER, Conn, Scripted, aiosmtpd_server, tls_contexts
 
 import smtpkit
 from smtpkit.errors import SMTPProtocolError
+from smtpkit.server import self_signed_context
 
 GREETING = b"220 scripted ESMTP\r\n"
 MSG = b"Subject: test\r\n\r\nbody of the message, longer than ten bytes\r\n"
@@ -423,45 +420,12 @@ def test_refused_starttls_leaves_no_plaintext_auth(code: int, monkeypatch: pytes
 # --- B1: certificates ---------------------------------------------------------------------
 
 
-def self_signed(tmp: Path) -> tuple[ssl.SSLContext, bytes]:
-    """A server context with a self-signed certificate for localhost/127.0.0.1, and its PEM."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    path = tmp / "self-signed.pem"
-    path.write_bytes(cert_pem + key_pem)
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(path)
-    return server, cert_pem
-
-
 @pytest.fixture(scope="module")
 def self_signed_cert() -> tuple[ssl.SSLContext, bytes]:
-    with tempfile.TemporaryDirectory() as tmp:
-        return self_signed(Path(tmp))
+    """A server context with a self-signed certificate for localhost/127.0.0.1, and its PEM
+    (the capture server's own, from ``smtpkit.server.self_signed_context``)."""
+    context, cert_path = self_signed_context("localhost")
+    return context, cert_path.read_bytes()
 
 
 def test_implicit_tls_refuses_a_self_signed_certificate(self_signed_cert: tuple[ssl.SSLContext, bytes]) -> None:  # B1
