@@ -10,6 +10,7 @@ import logging
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 
 import pytest
 from servers import PASSWORD, USER, Conn, Scripted, aiosmtpd_server, tls_contexts
@@ -367,18 +368,34 @@ INJECTIONS = [
 ]
 
 
-@pytest.mark.parametrize("payload", INJECTIONS)
-def test_control_characters_refused_before_any_byte(payload: str) -> None:  # C1
+def assert_refused_before_any_byte(
+    extensions: tuple[str, ...], calls: Callable[[smtpkit.SMTP], list[Callable[[], object]]], match: str | None = None
+) -> None:
+    """Each call, on a connection to a peer offering ``extensions`` (EHLO done), raises
+    ValueError, and none of them writes a byte."""
+
     def script(c: Conn) -> None:
         c.send(GREETING)
-        c.ehlo("PIPELINING", "DSN", "AUTH PLAIN")
+        c.ehlo(*extensions)
         c.rest(timeout=1)
 
     with Scripted(script) as server:
         s = client(server.port)
         s.ehlo()
         before = len(server.wire)
-        calls = [
+        for call in calls(s):
+            with pytest.raises(ValueError, match=match):
+                call()
+        time.sleep(0.2)
+        s.close()
+    assert server.wire[before:] == b""
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_control_characters_refused_before_any_byte(payload: str) -> None:  # C1
+    assert_refused_before_any_byte(
+        ("PIPELINING", "DSN", "AUTH PLAIN"),
+        lambda s: [
             lambda: s.mail(payload),
             lambda: s.rcpt(payload),
             lambda: s.mail("a@b.org", [f"ENVID={payload}"]),
@@ -392,29 +409,17 @@ def test_control_characters_refused_before_any_byte(payload: str) -> None:  # C1
             lambda: s.expn(payload),
             lambda: s.putcmd("NOOP", payload),
             lambda: s.login(payload, PASSWORD),
-        ]
-        for call in calls:
-            with pytest.raises(ValueError):
-                call()
-        time.sleep(0.2)
-        s.close()
-    assert server.wire[before:] == b""
+        ],
+    )
 
 
 @pytest.mark.parametrize("payload", ["a\x85@b.org", "a\u2028@b.org", "a\u2029@b.org", "a\x9b@b.org"])
 def test_unicode_line_breaks_refused_in_smtputf8_commands(payload: str) -> None:  # C1
     # NEL, LINE/PARAGRAPH SEPARATOR, CSI: sent as UTF-8 in SMTPUTF8 mail, where a lenient
     # peer may take them for line breaks; credentials are base64 on the wire, so they may
-    def script(c: Conn) -> None:
-        c.send(GREETING)
-        c.ehlo("PIPELINING", "DSN", "SMTPUTF8", "8BITMIME")
-        c.rest(timeout=1)
-
-    with Scripted(script) as server:
-        s = client(server.port)
-        s.ehlo()
-        before = len(server.wire)
-        calls = [
+    assert_refused_before_any_byte(
+        ("PIPELINING", "DSN", "SMTPUTF8", "8BITMIME"),
+        lambda s: [
             lambda: s.mail(payload, ["SMTPUTF8"]),
             lambda: s.rcpt(payload),
             lambda: s.mail("a@b.org", [f"ENVID={payload}"]),
@@ -425,13 +430,9 @@ def test_unicode_line_breaks_refused_in_smtputf8_commands(payload: str) -> None:
             lambda: s.helo(payload),
             lambda: s.verify(payload),
             lambda: s.putcmd("NOOP", payload),
-        ]
-        for call in calls:
-            with pytest.raises(ValueError, match="control character"):
-                call()
-        time.sleep(0.2)
-        s.close()
-    assert server.wire[before:] == b""
+        ],
+        match="control character",
+    )
 
 
 def test_bad_arguments_refused_before_the_first_ehlo() -> None:  # C1
