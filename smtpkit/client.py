@@ -777,14 +777,16 @@ class SMTP:
 
     def data(self, msg: str | bytes) -> Reply:
         """DATA, then the message (dot-stuffed, CRLF, terminated); returns the final reply."""
+        return self._data(msg, 1)[0]
+
+    def _data(self, msg: str | bytes, finals: int) -> list[Reply]:
+        """DATA, then the message; the ``finals`` replies that end it (LMTP: one each)."""
         body = Body(msg)
         body.encode()
         reply = self._command(b"DATA\r\n", "data_init")
         if reply.code != 354:
-            from .errors import SMTPDataError
-
             raise SMTPDataError(reply.code, reply.message)
-        return self._run(_single(Exchange(b"", 1, FINAL, stream=body.data_stream(False))))  # type: ignore[no-any-return]
+        return self._run(_all(Exchange(b"", finals, FINAL, stream=body.data_stream(False))))  # type: ignore[no-any-return]
 
     def verify(self, address: str) -> Reply:
         """VRFY."""
@@ -1284,14 +1286,7 @@ class LMTP(SMTP):
         ``getreply()`` returns the others in turn until the next command is sent."""
         accepted, self._accepted = self._accepted, []
         self.delivery = {}
-        self._held.clear()
-        body = Body(msg)
-        body.encode()
-        reply = self._command(b"DATA\r\n", "data_init")
-        if reply.code != 354:
-            raise SMTPDataError(reply.code, reply.message)
-        ex = Exchange(b"", max(1, len(accepted)), FINAL, stream=body.data_stream(False))
-        finals: list[Reply] = self._run(_all(ex))
+        finals = self._data(msg, max(1, len(accepted)))  # its DATA command clears _held
         self.delivery = dict(zip(accepted, finals, strict=False))
         self._held.extend(finals[1:])
         return finals[0]
