@@ -386,11 +386,6 @@ class Body:
         yield encoder.finish()
 
     @property
-    def scanned_size(self) -> int | None:
-        """A prescanned file's size with CRLF line endings (None before, or for others)."""
-        return self._scanned
-
-    @property
     def bdat_size(self) -> int | None:
         """The exact BDAT byte count: known for a message in memory and a prescanned file."""
         if self.data is not None:
@@ -584,7 +579,9 @@ def envelope_lines(
         _check_size(size, caps.size, sender)
     body.prescan()  # a seekable file: checked, its 8-bit content and CRLF size known
     if size is None:  # a file object without a file descriptor: its size is known now
-        size = body.scanned_size
+        size = body.bdat_size
+        if esmtp:
+            _check_size(size, caps.size, sender)
     eight_bit = body.eight_bit
     if esmtp:
         if eight_bit is None and caps.eightbitmime and not _has_option(opts, "BODY"):
@@ -596,7 +593,6 @@ def envelope_lines(
                     "encode it (quoted-printable or base64) first"
                 )
             opts.append("BODY=8BITMIME")
-        _check_size(size, caps.size, sender)
         if "size" in caps.features and size is not None and not _has_option(opts, "SIZE"):
             opts.insert(0, f"size={size}")
         if not caps.dsn:
