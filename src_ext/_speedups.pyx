@@ -54,7 +54,6 @@ cdef extern from "_hotpath.h":
         SK_MALFORMED
         SK_CODE_RANGE
     int sk_reply_code(const unsigned char* s, Py_ssize_t n) nogil
-    void sk_copy_short(unsigned char* d, const unsigned char* s, Py_ssize_t k) nogil
     ctypedef struct sk_ctl_iter:
         pass
     void sk_ctl_init(sk_ctl_iter* it, const unsigned char* p, Py_ssize_t n) nogil
@@ -337,80 +336,60 @@ cdef class ReplyParser:
         return self._line(line, n, size, replies)
 
     @cython.final
-    cdef int _line_fault(self, const unsigned char* line, Py_ssize_t n, int code) except -1:
-        """Raise the error of a line that ``_line`` refused, in the order of the rules."""
+    cdef int _line_fault(self, const unsigned char* line, Py_ssize_t n, Py_ssize_t size) except -1:
+        """Raise the error of a line that ``sk_reply_line`` did not take, in the order of the
+        rules (over a cap, the line is counted first, as the pure twin does); return 0 when
+        the line is good and only the text buffer must grow."""
+        cdef int code = sk_reply_code(line, n)
         if code < 0:
             raise reply_error("malformed" if code == SK_MALFORMED else "code-range",
                               PyBytes_FromStringAndSize(<char*>line, n))
         if self._acc.code and code != self._acc.code:
             raise reply_error("mixed-codes", PyBytes_FromStringAndSize(<char*>line, n))
-        if self._acc.nbytes > self.max_reply_bytes:
-            raise reply_error("reply-too-long", limit=self.max_reply_bytes)
-        raise reply_error("too-many-lines", limit=self.max_reply_lines)
+        if self._acc.nbytes + size > self.max_reply_bytes or self._acc.nlines >= self.max_reply_lines:
+            self._acc.code = code
+            self._acc.nbytes += size
+            self._acc.nlines += 1
+            if self._acc.nbytes > self.max_reply_bytes:
+                raise reply_error("reply-too-long", limit=self.max_reply_bytes)
+            raise reply_error("too-many-lines", limit=self.max_reply_lines)
+        return 0
 
     @cython.final
     cdef int _line(self, const unsigned char* line, Py_ssize_t n, Py_ssize_t size,
                    list replies) except -1:
         """A line whose text holds no control character but TAB: ``n`` bytes without the
-        line ending, ``size`` with it. The full path, for the lines that ``_hotpath.h``'s
-        ``sk_reply_line`` (the fast path, inlined in ``_feed``) does not take: it grows
-        the text buffer and has ``_line_fault`` raise the errors."""
-        cdef Py_ssize_t a, b
-        cdef int code = sk_reply_code(line, n)
-        if code < 0 or (self._acc.code and code != self._acc.code):
-            return self._line_fault(line, n, code)
-        self._acc.code = code
-        self._acc.nbytes += size
-        self._acc.nlines += 1
-        if self._acc.nbytes > self.max_reply_bytes or self._acc.nlines > self.max_reply_lines:
-            return self._line_fault(line, n, code)
-        # the text, stripped of spaces and tabs on both sides
-        a = 4 if n > 4 else n
-        b = n
-        while a < b and (line[a] == 0x20 or line[a] == 0x09):
-            a += 1
-        while b > a and (line[b - 1] == 0x20 or line[b - 1] == 0x09):
-            b -= 1
-        if n == 3 or line[3] == 0x20:
-            return self._last_line(line + a, b - a, replies)
-        self._append_text(line + a, b - a, self._acc.nlines > 1)
+        line ending, ``size`` with it. ``_hotpath.h``'s ``sk_reply_line`` does the work;
+        a line it does not take is faulty (``_line_fault`` raises) or needs a bigger text
+        buffer, which is grown before the line is taken."""
+        cdef const char* msg
+        cdef Py_ssize_t mlen
+        cdef int code = sk_reply_line(&self._acc, line, n, size, self.max_reply_bytes,
+                                      self.max_reply_lines, &msg, &mlen)
+        if code < 0:
+            self._line_fault(line, n, size)
+            self._grow_text(self._acc.tlen + n + 1)
+            code = sk_reply_line(&self._acc, line, n, size, self.max_reply_bytes,
+                                 self.max_reply_lines, &msg, &mlen)
+        if code > 0:
+            replies.append(_make_reply(code, PyBytes_FromStringAndSize(msg, mlen)))
         return 0
 
     @cython.final
-    cdef int _last_line(self, const unsigned char* text, Py_ssize_t k, list replies) except -1:
-        """The last line of a reply, of text ``text[:k]``: the reply is complete."""
-        cdef object message
-        if self._acc.nlines == 1:
-            message = PyBytes_FromStringAndSize(<char*>text, k)
-        else:
-            self._append_text(text, k, True)
-            message = PyBytes_FromStringAndSize(self._acc.text, self._acc.tlen)
-        replies.append(_make_reply(self._acc.code, message))
-        self._acc.code = 0
-        self._acc.nbytes = 0
-        self._acc.nlines = 0
-        self._acc.tlen = 0
-        return 0
-
-    @cython.final
-    cdef inline int _append_text(self, const unsigned char* s, Py_ssize_t k, bint sep) except -1:
-        cdef Py_ssize_t need = self._acc.tlen + k + 1
+    cdef int _grow_text(self, Py_ssize_t need) except -1:
+        """Make room for ``need`` bytes of reply text (doubling, from 256)."""
         cdef Py_ssize_t cap
         cdef char* grown
-        if need > self._acc.tcap:
-            cap = self._acc.tcap * 2 if self._acc.tcap else 256
-            while cap < need:
-                cap *= 2
-            grown = <char*>PyMem_Realloc(self._acc.text, cap)
-            if grown == NULL:
-                raise MemoryError()
-            self._acc.text = grown
-            self._acc.tcap = cap
-        if sep:
-            self._acc.text[self._acc.tlen] = 0x0A
-            self._acc.tlen += 1
-        sk_copy_short(<unsigned char*>self._acc.text + self._acc.tlen, s, k)
-        self._acc.tlen += k
+        if need <= self._acc.tcap:
+            return 0
+        cap = self._acc.tcap * 2 if self._acc.tcap else 256
+        while cap < need:
+            cap *= 2
+        grown = <char*>PyMem_Realloc(self._acc.text, cap)
+        if grown == NULL:
+            raise MemoryError()
+        self._acc.text = grown
+        self._acc.tcap = cap
         return 0
 
 
