@@ -246,6 +246,16 @@ class DataEncoder:
             done = 0
         return True
 
+    def _pass(self, chunk: bytes | bytearray) -> None:
+        """The state after ``chunk``, which :meth:`_unchanged` found goes out as it is."""
+        last = chunk.rfind(b"\r\n")
+        if last >= 0:
+            self._line_start = self._offset + last + 2
+        self._offset += len(chunk)
+        self._last_cr = False
+        self._bol = chunk[-1] == 0x0A
+        self._started = True
+
     def feed(self, data: Buffer) -> bytes:
         """Encode the next chunk of message data."""
         chunk = _as_bytes(data)
@@ -253,13 +263,7 @@ class DataEncoder:
         if not n:
             return b""
         if self._unchanged(chunk):
-            last = chunk.rfind(b"\r\n")
-            if last >= 0:
-                self._line_start = self._offset + last + 2
-            self._offset += n
-            self._last_cr = False
-            self._bol = chunk[-1] == 0x0A
-            self._started = True
+            self._pass(chunk)
             return chunk
         base = self._offset
         skip = 1 if (self._last_cr and chunk[0] == 0x0A) else 0  # LF ending a CRLF split
@@ -317,5 +321,6 @@ def encode_data(data: Buffer, max_line_length: int = MAX_DATA_LINE_LENGTH) -> by
     """Encode a whole message for DATA (see :class:`DataEncoder` for the rules)."""
     encoder = DataEncoder(max_line_length)
     if type(data) is bytearray and data and encoder._unchanged(data):  # one copy, not two
-        return b"".join((data, b".\r\n" if data[-1] == 0x0A else b"\r\n.\r\n"))
+        encoder._pass(data)
+        return b"".join((data, encoder.finish()))
     return encoder.feed(data) + encoder.finish()
